@@ -1,0 +1,43 @@
+"""Errors a user can cause. Each carries the exit status the command line uses."""
+
+from __future__ import annotations
+
+
+class KdcoreError(Exception):
+    """Base of every error a user can cause (bad spec, bad file, broken plugin, ...)."""
+
+    exit_code: int = 1
+
+
+class SpecError(KdcoreError):
+    """The spec or the command line is wrong. Nothing has been written."""
+
+    exit_code = 2
+
+
+class ComponentError(SpecError):
+    """A component name is unknown or ambiguous, or its params are rejected."""
+
+
+class DataError(KdcoreError):
+    """An image or image folder cannot be used (names the file)."""
+
+    exit_code = 2
+
+
+class PluginError(KdcoreError):
+    """A plugin failed to load or registered something invalid."""
+
+    exit_code = 1
+
+
+class CheckpointError(KdcoreError):
+    """A checkpoint is missing, truncated or does not fit the architecture."""
+
+    exit_code = 2
+
+
+class TrainingError(KdcoreError):
+    """Training cannot go on (e.g. a loss became NaN)."""
+
+    exit_code = 1

@@ -1,0 +1,165 @@
+"""The abstract components a plugin provides: Student, Teacher, Loss, Adapter.
+
+Every component is a ``torch.nn.Module`` with a nested pydantic ``Params`` model that validates
+its spec ``params`` (unknown keys are rejected).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+import pydantic
+import torch
+from pydantic import ConfigDict
+
+
+class Task(pydantic.BaseModel):
+    """What the models are built for: super-resolution by ``scale`` or enhancement (scale 1)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["sr", "enhance"]
+    scale: int = pydantic.Field(default=1, description="2, 3 or 4 for 'sr'; 1 for 'enhance'")
+
+    @pydantic.model_validator(mode="after")
+    def _check_scale(self) -> Task:
+        if self.kind == "sr" and self.scale not in (2, 3, 4):
+            raise ValueError(f"scale must be 2, 3 or 4 for kind 'sr' (got {self.scale})")
+        if self.kind == "enhance" and self.scale != 1:
+            raise ValueError(f"scale must be 1 for kind 'enhance' (got {self.scale})")
+        return self
+
+
+@dataclass
+class ModelOutput:
+    """A model's output image (B×3×H×W, RGB in [0, 1]) and any captured feature maps."""
+
+    image: torch.Tensor
+    features: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def as_output(value: ModelOutput | torch.Tensor) -> ModelOutput:
+    """Wraps a plain tensor returned by ``forward`` as a :class:`ModelOutput`."""
+    if isinstance(value, ModelOutput):
+        return value
+    if isinstance(value, torch.Tensor):
+        return ModelOutput(image=value)
+    raise TypeError(f"forward must return a ModelOutput or a tensor, got {type(value).__name__}")
+
+
+class Params(pydantic.BaseModel):
+    """Base of every component's ``Params``: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Model(torch.nn.Module):
+    Params: ClassVar[type[pydantic.BaseModel]] = Params
+
+    def __init__(self, params: pydantic.BaseModel | None = None, task: Task | None = None):
+        super().__init__()
+        self.params = params if params is not None else type(self).Params()
+        self.task = task if task is not None else Task(kind="sr", scale=2)
+
+    def forward(self, x: torch.Tensor) -> ModelOutput | torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+
+class Student(_Model):
+    """A trainable network. ``forward(x)`` maps B×3×h×w in [0, 1] to B×3×(h·s)×(w·s)."""
+
+
+class Teacher(_Model):
+    """A frozen source of knowledge; same constructor and forward as :class:`Student`.
+
+    A teacher may have no weights at all (an image operator); set ``needs_checkpoint = False``
+    for teachers that are complete without a checkpoint file.
+    """
+
+    needs_checkpoint: ClassVar[bool] = True
+
+
+class Loss(torch.nn.Module):
+    """A training objective returning a scalar.
+
+    A loss that compares feature maps names the module paths it needs (as
+    ``model.named_modules()`` spells them) through :meth:`student_features` and
+    :meth:`teacher_features`; the engine captures exactly those with forward hooks and hands them
+    over in ``ModelOutput.features``. Once the shapes are known (a first forward pass), the engine
+    calls :meth:`setup`, where the loss creates any adapters it needs; their parameters are
+    trained with the student.
+    """
+
+    Params: ClassVar[type[pydantic.BaseModel]] = Params
+    def __init__(self, params: pydantic.BaseModel | None = None):
+        super().__init__()
+        self.params = params if params is not None else type(self).Params()
+
+    def uses_teacher(self) -> bool:
+        """True when ``forward`` needs the teacher's output."""
+        return False
+
+    def uses_target(self) -> bool:
+        """True when ``forward`` needs the ground-truth target."""
+        return not self.uses_teacher()
+
+    def student_features(self) -> list[str]:
+        """Module paths of the student whose outputs this loss reads."""
+        return []
+
+    def teacher_features(self) -> list[str]:
+        """Module paths of the teacher whose outputs this loss reads."""
+        return []
+
+    def setup(
+        self,
+        student_shapes: dict[str, torch.Size],
+        teacher_shapes: dict[str, torch.Size],
+        make_adapter: AdapterFactory,
+    ) -> None:
+        """Called once with the captured feature shapes (B×C×H×W) before training starts."""
+
+    def forward(
+        self,
+        student: ModelOutput,
+        teacher: ModelOutput | None,
+        target: torch.Tensor | None,
+    ) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+
+class Adapter(torch.nn.Module):
+    """Maps a student feature map (``in_channels``) onto a teacher's (``out_channels``)."""
+
+    Params: ClassVar[type[pydantic.BaseModel]] = Params
+
+    def __init__(self, params: pydantic.BaseModel | None, in_channels: int, out_channels: int):
+        super().__init__()
+        self.params = params if params is not None else type(self).Params()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+
+class AdapterFactory:
+    """What :meth:`Loss.setup` receives: builds a registered adapter by name."""
+
+    def __init__(self, build):
+        self._build = build
+
+    def __call__(
+        self, name: str, params: dict | None, in_channels: int, out_channels: int, *, where: str = ""
+    ) -> Adapter:
+        """Creates adapter ``name`` with ``params``; ``where`` names the spec location for errors."""
+        return self._build(name, params, in_channels, out_channels, where)
+
+
+COMPONENT_KINDS: dict[str, type[torch.nn.Module]] = {
+    "student": Student,
+    "teacher": Teacher,
+    "loss": Loss,
+    "adapter": Adapter,
+}
