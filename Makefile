@@ -35,7 +35,7 @@ $(DEPS_ENV)/.complete: constraints.txt
 	touch $@
 
 $(STAMP): $(DEPS_ENV)/.complete pyproject.toml $(wildcard plugins/*/pyproject.toml)
-	rm -rf $(VENV)
+
 	$(PYTHON_BASE) -m venv $(VENV)
 	$(PY) -c "import sysconfig, pathlib; pathlib.Path(sysconfig.get_paths()['purelib'], '_kdcore_deps.pth').write_text('$(abspath $(DEPS_ENV))/lib/python3.11/site-packages\n')"
 	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt setuptools

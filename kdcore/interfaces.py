@@ -104,6 +104,10 @@ class Loss(torch.nn.Module):
         """True when ``forward`` needs the ground-truth target."""
         return not self.uses_teacher()
 
+    def requires_teacher(self) -> bool:
+        """True when this loss cannot work without a teacher (a spec without one is refused)."""
+        return bool(self.teacher_features())
+
     def student_features(self) -> list[str]:
         """Module paths of the student whose outputs this loss reads."""
         return []

@@ -1,0 +1,1 @@
+"""The training engine: building a run, feature taps, the loop, evaluation, checkpoints."""

@@ -1,0 +1,98 @@
+"""Evaluation on whole validation images: metrics, the baseline, comparison images, latency."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from statistics import median
+
+import torch
+import torch.nn.functional as F
+
+from kdcore.data import ImagePair, save_image, upscale_bicubic
+from kdcore.interfaces import Task, as_output
+from kdcore.metrics import image_metrics, mean_metrics
+
+
+def baseline_output(x: torch.Tensor, task: Task) -> torch.Tensor:
+    """Bicubic upscaling for sr, the unchanged input for enhance."""
+    return upscale_bicubic(x, task.scale) if task.scale > 1 else x.clamp(0, 1)
+
+
+def baseline_name(task: Task) -> str:
+    return "bicubic" if task.scale > 1 else "identity"
+
+
+@torch.inference_mode()
+def evaluate(
+    student: torch.nn.Module,
+    pairs: list[ImagePair],
+    task: Task,
+    device: torch.device,
+    *,
+    teacher_forward=None,
+    images_dir: Path | None = None,
+) -> dict:
+    """Metrics of the student, the teacher (if any) and the baseline on whole images.
+
+    Without ground truth the teacher's output is the reference, and the teacher itself gets no score.
+    """
+    was_training = student.training
+    student.eval()
+    rows = {"student": [], "teacher": [], "baseline": []}
+    against = "target"
+    try:
+        for pair in pairs:
+            x = pair.input.unsqueeze(0).to(device)
+            out = as_output(student(x)).image.clamp(0, 1)[0].float().cpu()
+            base = baseline_output(x, task)[0].float().cpu()
+            teacher = teacher_forward(x).image.clamp(0, 1)[0].float().cpu() if teacher_forward else None
+            reference = pair.target
+            if reference is None:
+                reference, against = teacher, "teacher"
+            rows["student"].append(image_metrics(out, reference, task))
+            rows["baseline"].append(image_metrics(base, reference, task))
+            if teacher is not None and pair.target is not None:
+                rows["teacher"].append(image_metrics(teacher, reference, task))
+            if images_dir is not None:
+                panels = [_nearest(pair.input, out.shape[-2:]), base, out]
+                panels += [teacher] if teacher is not None else []
+                panels += [pair.target] if pair.target is not None else []
+                save_image(torch.cat(panels, dim=-1), images_dir / f"{pair.name}.png")
+    finally:
+        student.train(was_training)
+    return {
+        "against": against,
+        "student": mean_metrics(rows["student"]),
+        "teacher": mean_metrics(rows["teacher"]) if rows["teacher"] else None,
+        "baseline": mean_metrics(rows["baseline"]),
+        "images": [p.name for p in pairs],
+        "per_image": {"student": rows["student"], "baseline": rows["baseline"]},
+    }
+
+
+def _nearest(img: torch.Tensor, size) -> torch.Tensor:
+    return F.interpolate(img[None], size=tuple(size), mode="nearest")[0]
+
+
+@torch.inference_mode()
+def measure_latency(model: torch.nn.Module, x: torch.Tensor, runs: int = 5) -> float:
+    """Median wall time of ``model(x)`` in milliseconds (after one warm-up call)."""
+    was_training = model.training
+    model.eval()
+    model(x)
+    times = []
+    for _ in range(runs):
+        if x.is_cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        model(x)
+        if x.is_cuda:
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - t0) * 1000)
+    model.train(was_training)
+    return median(times)
+
+
+def count_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,438 @@
+"""The run spec: pydantic models, component params, path resolution, --set overrides, schema."""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+import os
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import pydantic
+from pydantic import ConfigDict, Discriminator, Field, Tag
+
+from kdcore.errors import ComponentError, SpecError
+from kdcore.interfaces import Task
+from kdcore.registry import Registration, Registry
+
+BUILTIN_PREFIX = "builtin:"
+
+
+class _Strict(pydantic.BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PairedSource(_Strict):
+    """Two folders of images matched by file name: inputs and their targets."""
+
+    input: str = Field(description="folder of input images")
+    target: str = Field(description="folder of target images (same file names)")
+
+
+def _source_tag(value: Any) -> str:
+    return "paired" if isinstance(value, (dict, PairedSource)) else "path"
+
+
+DataSource = Annotated[
+    Union[Annotated[str, Tag("path")], Annotated[PairedSource, Tag("paired")]],
+    Discriminator(_source_tag),
+]
+
+
+class DataSpec(_Strict):
+    train: DataSource = Field(
+        description="'builtin:NAME', a folder of images, or {'input': FOLDER, 'target': FOLDER}"
+    )
+    val: DataSource = Field(default="builtin:photos-val", description="validation images, same forms as train")
+    patch_size: int = Field(default=64, ge=16, description="side of the high-resolution training patch, in pixels")
+    batch_size: int = Field(default=8, ge=1, description="patches per training step")
+    workers: int = Field(default=0, ge=0, description="data-loading worker processes")
+    augment: bool = Field(default=True, description="random flips and 90° rotations")
+
+
+class ComponentSpec(_Strict):
+    name: str = Field(description="registered name, or PLUGIN:NAME to pick one of several providers")
+    params: dict[str, Any] = Field(default_factory=dict, description="validated by the component's Params")
+
+
+class StudentSpec(ComponentSpec):
+    checkpoint: str | None = Field(
+        default=None, description="initial weights: a .safetensors file or a run folder (optional)"
+    )
+
+
+class TeacherSpec(ComponentSpec):
+    checkpoint: str | None = Field(
+        default=None, description="the teacher's weights: a .safetensors file or a run folder"
+    )
+    weight: float = Field(default=1.0, gt=0, description="weight in an ensemble of teachers")
+
+
+class LossSpec(ComponentSpec):
+    weight: float = Field(default=1.0, ge=0, description="weight of this term in the total loss")
+
+
+class TrainSpec(_Strict):
+    steps: int = Field(default=1000, ge=1, description="optimizer steps")
+    lr: float = Field(default=5e-4, gt=0, description="peak learning rate")
+    seed: int = Field(default=0, ge=0, description="seed of python, numpy, torch and the data order")
+    optimizer: str = Field(default="adamw", description="a timm optimizer name (timm.optim.list_optimizers())")
+    weight_decay: float = Field(default=0.0, ge=0)
+    schedule: Literal["cosine", "constant"] = Field(default="cosine", description="learning-rate schedule (timm)")
+    warmup_steps: int = Field(default=0, ge=0)
+    grad_clip: float | None = Field(default=None, gt=0, description="clip the gradient norm to this value")
+    eval_every: int = Field(default=0, ge=0, description="evaluate on data.val every N steps (0: at the end only)")
+    checkpoint_every: int = Field(default=0, ge=0, description="write a resumable checkpoint every N steps (0: at the end only)")
+    log_every: int = Field(default=10, ge=1, description="append to metrics.jsonl every N steps")
+    teacher_cache: Literal["off", "memory", "disk"] = Field(default="off")
+    ema: float | None = Field(default=None, gt=0, lt=1, description="decay of an exponential moving average of the student (e.g. 0.999)")
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto")
+
+
+def _teacher_tag(value: Any) -> str:
+    return "many" if isinstance(value, list) else "one"
+
+
+TeacherField = Annotated[
+    Union[Annotated[TeacherSpec, Tag("one")], Annotated[list[TeacherSpec], Tag("many")]],
+    Discriminator(_teacher_tag),
+]
+
+_TAGS = {"one", "many", "path", "paired"}
+
+
+class RunSpec(_Strict):
+    """A whole run: what to build, on which data, how to train, where to write."""
+
+    task: Task
+    data: DataSpec
+    teacher: TeacherField | None = Field(default=None, description="a teacher, a list of teachers, or absent")
+    student: StudentSpec
+    losses: list[LossSpec] = Field(min_length=1)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    output: str = Field(description="the run folder")
+    plugins: dict[str, str] = Field(
+        default_factory=dict,
+        description="versions of kdcore and of each plugin used (written into a run's spec.json; informational)",
+    )
+
+    _base_dir: Path = pydantic.PrivateAttr(default_factory=Path.cwd)
+    _components: dict[str, Registration] = pydantic.PrivateAttr(default_factory=dict)
+
+    # -- convenience --------------------------------------------------------------------------
+    @property
+    def teachers(self) -> list[TeacherSpec]:
+        if self.teacher is None:
+            return []
+        return self.teacher if isinstance(self.teacher, list) else [self.teacher]
+
+    def teacher_location(self, i: int) -> str:
+        return f"teacher[{i}]" if isinstance(self.teacher, list) else "teacher"
+
+    def registration(self, where: str) -> Registration:
+        """The registration a component at spec location ``where`` (e.g. 'losses[0]') resolved to."""
+        return self._components[where]
+
+    def to_json(self) -> dict:
+        return self.model_dump(mode="json")
+
+
+# -- error formatting -------------------------------------------------------------------------
+
+def format_loc(loc: typing.Iterable[Any], prefix: str = "") -> str:
+    out = prefix
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in _TAGS:
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _model_at(model: type[pydantic.BaseModel], loc: typing.Sequence[Any]) -> type[pydantic.BaseModel] | None:
+    """The pydantic model whose field set applies at ``loc`` (for 'did you mean')."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int) or part in _TAGS:
+            continue
+        if not (isinstance(current, type) and issubclass(current, pydantic.BaseModel)):
+            return None
+        field = current.model_fields.get(part)
+        if field is None:
+            return None
+        current = _first_model(field.annotation)
+    return current if isinstance(current, type) and issubclass(current, pydantic.BaseModel) else None
+
+
+def _first_model(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _first_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def errors_to_messages(
+    exc: pydantic.ValidationError, model: type[pydantic.BaseModel], prefix: str = ""
+) -> list[str]:
+    messages = []
+    for err in exc.errors():
+        loc = err["loc"]
+        where = format_loc(loc, prefix) or "spec"
+        if err["type"] == "extra_forbidden":
+            parent = _model_at(model, loc[:-1])
+            hint = ""
+            if parent is not None:
+                close = difflib.get_close_matches(str(loc[-1]), list(parent.model_fields), n=1)
+                valid = ", ".join(parent.model_fields)
+                hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {valid}"
+            messages.append(f"{where}: unknown key{hint}")
+        elif err["type"] == "missing":
+            messages.append(f"{where}: required key is missing")
+        else:
+            msg = err["msg"]
+            if msg.startswith("Value error, "):
+                msg = msg[len("Value error, "):]
+            messages.append(f"{where}: {msg}")
+    # a union reports one error per member; keep each message once
+    return list(dict.fromkeys(messages))
+
+
+def spec_error(messages: list[str]) -> SpecError:
+    """One SpecError carrying one line per problem (at most 8 shown)."""
+    if len(messages) == 1:
+        return SpecError(messages[0])
+    shown = "\n  ".join(messages[:8])
+    more = f"\n  (and {len(messages) - 8} more)" if len(messages) > 8 else ""
+    return SpecError(f"the spec has {len(messages)} problems:\n  {shown}{more}")
+
+
+# -- reading ----------------------------------------------------------------------------------
+
+def read_spec_file(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"{path}: spec file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path}: cannot read the spec file: {exc}") from None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SpecError(f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: the spec must be a JSON object ({{...}}), not {type(raw).__name__}")
+    return raw
+
+
+def load_raw(spec: dict | str | os.PathLike | RunSpec) -> tuple[dict, Path]:
+    """The raw spec dict and the folder that relative paths are resolved against."""
+    if isinstance(spec, RunSpec):
+        return spec.to_json(), spec._base_dir
+    if isinstance(spec, dict):
+        return copy.deepcopy(spec), Path.cwd()
+    if isinstance(spec, (str, os.PathLike)):
+        path = Path(spec)
+        return read_spec_file(path), path.resolve().parent
+    raise SpecError(f"a spec is a dict or the path of a JSON file, not {type(spec).__name__}")
+
+
+# -- overrides --------------------------------------------------------------------------------
+
+def parse_set(items: typing.Iterable[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings (VALUE parsed as JSON when it is JSON, else kept as a string)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SpecError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.steps=100")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def apply_overrides(raw: dict, overrides: dict[str, Any]) -> dict:
+    """Sets dotted keys (``train.steps``, ``losses.0.weight``, ``student.params.x``) in ``raw``."""
+    raw = copy.deepcopy(raw)
+    for key, value in overrides.items():
+        parts = key.replace("__", ".").split(".")
+        _check_override_path(key, parts)
+        node: Any = raw
+        for i, part in enumerate(parts[:-1]):
+            nxt = parts[i + 1]
+            if isinstance(node, list):
+                idx = _index(key, part, node)
+                node = node[idx]
+                continue
+            if part not in node or node[part] is None:
+                node[part] = [] if nxt.isdigit() else {}
+            node = node[part]
+        last = parts[-1]
+        if isinstance(node, list):
+            node[_index(key, last, node)] = value
+        else:
+            node[last] = value
+    return raw
+
+
+def _index(key: str, part: str, node: list) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise SpecError(f"--set {key}: {part!r} is not an index of a list of {len(node)} entries")
+    return int(part)
+
+
+def _check_override_path(key: str, parts: list[str]) -> None:
+    model: Any = RunSpec
+    for i, part in enumerate(parts):
+        if part.isdigit():
+            continue
+        if model is None:
+            raise SpecError(f"--set {key}: no such key")
+        if model is dict:  # below "params": checked by the component's Params
+            return
+        fields = model.model_fields
+        if part not in fields:
+            close = difflib.get_close_matches(part, list(fields), n=1)
+            prefix = ".".join(parts[:i])
+            hint = f"; did you mean {'.'.join(filter(None, [prefix, close[0]]))!r}?" if close else ""
+            raise SpecError(f"--set {key}: no such key{hint}")
+        if part == "params":
+            model = dict
+            continue
+        model = _first_model(fields[part].annotation)
+
+
+# -- validation -------------------------------------------------------------------------------
+
+def parse(raw: dict, base_dir: Path) -> RunSpec:
+    """Schema-level validation (no registry): types, ranges, unknown keys."""
+    try:
+        spec = RunSpec.model_validate(raw)
+    except pydantic.ValidationError as exc:
+        raise spec_error(errors_to_messages(exc, RunSpec)) from None
+    spec._base_dir = base_dir
+    messages = []
+    if spec.task.kind == "sr" and spec.data.patch_size % spec.task.scale:
+        messages.append(
+            f"data.patch_size: {spec.data.patch_size} is not a multiple of task.scale ({spec.task.scale})"
+        )
+    if messages:
+        raise spec_error(messages)
+    _resolve_paths(spec)
+    return spec
+
+
+def _resolve(base: Path, value: str) -> str:
+    return str((base / Path(value).expanduser()).resolve())
+
+
+def _resolve_paths(spec: RunSpec) -> None:
+    base = spec._base_dir
+    for key in ("train", "val"):
+        src = getattr(spec.data, key)
+        if isinstance(src, PairedSource):
+            src.input = _resolve(base, src.input)
+            src.target = _resolve(base, src.target)
+        elif not src.startswith(BUILTIN_PREFIX):
+            setattr(spec.data, key, _resolve(base, src))
+    for comp in [spec.student, *spec.teachers]:
+        if comp.checkpoint is not None:
+            comp.checkpoint = _resolve(base, comp.checkpoint)
+    spec.output = _resolve(base, spec.output)
+
+
+def components_of(spec: RunSpec) -> list[tuple[str, str, ComponentSpec]]:
+    """(spec location, kind, component spec) of every component the spec names."""
+    out: list[tuple[str, str, ComponentSpec]] = [("student", "student", spec.student)]
+    out += [(spec.teacher_location(i), "teacher", t) for i, t in enumerate(spec.teachers)]
+    out += [(f"losses[{i}]", "loss", l) for i, l in enumerate(spec.losses)]
+    return out
+
+
+def resolve_components(spec: RunSpec, registry: Registry) -> None:
+    """Looks every name up and validates (and fills in) its params; errors name the location."""
+    messages = []
+    for where, kind, comp in components_of(spec):
+        try:
+            reg = registry.lookup(kind, comp.name, where=f"{where}.name")
+        except ComponentError as exc:
+            messages.append(str(exc))
+            continue
+        try:
+            params = reg.cls.Params.model_validate(comp.params)
+        except pydantic.ValidationError as exc:
+            messages += errors_to_messages(exc, reg.cls.Params, prefix=f"{where}.params")
+            continue
+        comp.params = params.model_dump(mode="json")
+        spec._components[where] = reg
+    if messages:
+        raise spec_error(messages)
+
+
+def build_params(spec: RunSpec, where: str) -> pydantic.BaseModel:
+    """The validated Params object of the component at ``where``."""
+    reg = spec.registration(where)
+    comp = dict((w, c) for w, _, c in components_of(spec))[where]
+    return reg.cls.Params.model_validate(comp.params)
+
+
+# -- JSON schema ------------------------------------------------------------------------------
+
+def json_schema(registry: Registry) -> dict:
+    """The spec's JSON Schema, with each installed component's params schema selected by name."""
+    schema = RunSpec.model_json_schema()
+    defs = schema.setdefault("$defs", {})
+    for def_name, kind in (("StudentSpec", "student"), ("TeacherSpec", "teacher"), ("LossSpec", "loss")):
+        kinds = ("teacher", "student") if kind == "teacher" else (kind,)
+        regs = [r for k in kinds for r in registry.list(k)]
+        names = sorted({n for r in regs for n in (r.name, r.qualified_name, *r.aliases)})
+        target = defs[def_name]
+        target["properties"]["name"] = {
+            "type": "string",
+            "enum": names,
+            "description": target["properties"]["name"].get("description", ""),
+        }
+        rules = []
+        for reg in regs:
+            params_schema = _hoist(reg.params_schema(), defs, f"{reg.kind}-{reg.plugin}-{reg.name}-")
+            for alias in (reg.name, reg.qualified_name, *reg.aliases):
+                rules.append(
+                    {
+                        "if": {"properties": {"name": {"const": alias}}, "required": ["name"]},
+                        "then": {"properties": {"params": params_schema}},
+                    }
+                )
+        if rules:
+            target["allOf"] = rules
+    adapters = {r.name: r.params_schema() for r in registry.list("adapter")}
+    schema["x-kdcore-adapters"] = adapters
+    return schema
+
+
+def _hoist(sub: dict, defs: dict, prefix: str) -> dict:
+    """Moves a sub-schema's $defs into the top-level $defs under prefixed names."""
+    sub = copy.deepcopy(sub)
+    local = sub.pop("$defs", {})
+
+    def rewrite(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {
+                k: (f"#/$defs/{prefix}{v.split('/')[-1]}" if k == "$ref" and isinstance(v, str) else rewrite(v))
+                for k, v in node.items()
+            }
+        if isinstance(node, list):
+            return [rewrite(v) for v in node]
+        return node
+
+    for name, value in local.items():
+        defs[prefix + name] = rewrite(value)
+    return rewrite(sub)
