@@ -168,7 +168,7 @@ def save_image(tensor: torch.Tensor, path: str | os.PathLike) -> None:
     handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as stream:
-            Image.fromarray(array, mode="RGB").save(stream, format="PNG")
+            Image.fromarray(array).save(stream, format="PNG")
         os.replace(temp_name, path)
     except BaseException:
         try:
