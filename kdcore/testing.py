@@ -109,7 +109,8 @@ def check_component(kind: str, name: str, params: dict | None = None, *, size: i
             value = module(ModelOutput(image=s, features=s_feats), ModelOutput(image=t, features=t_feats), t.clone())
             assert value.ndim == 0 and torch.isfinite(value), f"loss {name}: {value}"
             value.backward()
-            assert s.grad is not None and torch.isfinite(s.grad).all(), f"loss {name}: no gradient"
+            grads = [t.grad for t in (s, *s_feats.values()) if t.grad is not None]
+            assert grads and all(torch.isfinite(g).all() for g in grads), f"loss {name}: no gradient on the student"
         else:
             module = create(kind, name, params, task).eval()
             x = torch.rand(2, 3, size, size, generator=gen)
