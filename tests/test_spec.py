@@ -108,3 +108,14 @@ def test_schema_accepts_examples_and_rejects_bad_params(tiny_spec):
     tiny_spec["losses"][0] = {"name": "no-such-loss"}
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(tiny_spec, schema)
+
+
+@pytest.mark.parametrize("example", sorted((Path(__file__).parents[1] / "examples").glob("*.json")), ids=lambda p: p.name)
+def test_examples_validate(example):
+    # a teacher checkpoint that an earlier example run writes is only a warning here
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        spec = kdcore.validate(example)
+    assert Path(spec.output).parent.name == "runs"  # runs are written outside examples/
