@@ -86,7 +86,14 @@ class TrainSpec(_Strict):
     eval_every: int = Field(default=0, ge=0, description="evaluate on data.val every N steps (0: at the end only)")
     checkpoint_every: int = Field(default=0, ge=0, description="write a resumable checkpoint every N steps (0: at the end only)")
     log_every: int = Field(default=10, ge=1, description="append to metrics.jsonl every N steps")
-    teacher_cache: Literal["off", "memory", "disk"] = Field(default="off")
+    teacher_cache: Literal["off", "memory", "disk"] = Field(
+        default="off",
+        description="compute the teacher once per training image and crop/flip its output like each patch "
+        "(memory, or disk as half-precision safetensors under $KDCORE_CACHE); feature losses run the teacher live",
+    )
+    amp: Literal["auto", "off", "bf16"] = Field(
+        default="auto", description="bf16 autocast for the student and losses ('auto': on CUDA only)"
+    )
     ema: float | None = Field(default=None, gt=0, lt=1, description="decay of an exponential moving average of the student (e.g. 0.999)")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto")
 

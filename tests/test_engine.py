@@ -10,65 +10,6 @@ from safetensors.torch import load_file
 import kdcore
 from kdcore.engine.taps import FeatureTaps
 from kdcore.errors import SpecError, TrainingError
-from kdcore.testing import write_fake_plugin
-
-FEATURE_PLUGIN = """
-import pydantic, torch
-import kdcore
-from kdcore.interfaces import Params
-
-class FeatL2(kdcore.Loss):
-    '''Squared distance of one adapted student map to one teacher map.'''
-    class Params(Params):
-        student: str = "head"
-        teacher: str = "head"
-    def uses_teacher(self): return True
-    def student_features(self): return [self.params.student]
-    def teacher_features(self): return [self.params.teacher]
-    def setup(self, s_shapes, t_shapes, make_adapter):
-        self.adapter = make_adapter("scale-conv", None, s_shapes[self.params.student][1],
-                                    t_shapes[self.params.teacher][1], where="params.student")
-    def forward(self, student, teacher, target):
-        s = self.adapter(student.features[self.params.student])
-        return (s - teacher.features[self.params.teacher]).square().mean()
-
-class NanAt(kdcore.Loss):
-    '''Becomes NaN at a given step (to test the divergence guard).'''
-    class Params(Params):
-        step: int = 2
-    def __init__(self, params):
-        super().__init__(params)
-        self.calls = 0
-    def forward(self, student, teacher, target):
-        self.calls += 1
-        value = (student.image - target).abs().mean()
-        return value * float("nan") if self.calls >= self.params.step else value
-
-class ScaleConv(kdcore.Adapter):
-    '''1x1 convolution.'''
-    def __init__(self, params, in_channels, out_channels):
-        super().__init__(params, in_channels, out_channels)
-        self.conv = torch.nn.Conv2d(in_channels, out_channels, 1)
-    def forward(self, x): return self.conv(x)
-
-@kdcore.hookimpl
-def kdcore_register_losses(register):
-    register("feat-l2", FeatL2)
-    register("nan-at", NanAt)
-
-@kdcore.hookimpl
-def kdcore_register_adapters(register):
-    register("scale-conv", ScaleConv)
-"""
-
-
-@pytest.fixture
-def feature_plugin(tmp_path_factory, monkeypatch):
-    site = tmp_path_factory.mktemp("site")
-    write_fake_plugin(site, "kd_featplug", FEATURE_PLUGIN)
-    monkeypatch.syspath_prepend(str(site))
-    return site
-
 
 def test_supervised_run_writes_the_run_folder(tiny_spec):
     summary = kdcore.run(tiny_spec)
@@ -94,7 +35,7 @@ def test_supervised_run_writes_the_run_folder(tiny_spec):
     assert all(torch.equal(weights[k], v) for k, v in student.state_dict().items())
 
 
-def test_distillation_with_features_and_adapters(tiny_spec, tmp_path, feature_plugin):
+def test_distillation_with_features_and_adapters(tiny_spec, tmp_path):
     teacher_run = dict(tiny_spec, output=str(tmp_path / "teacher"))
     teacher_run["student"] = {"name": "tiny-sr", "params": {"channels": 6}}
     kdcore.run(teacher_run)
@@ -110,7 +51,7 @@ def test_distillation_with_features_and_adapters(tiny_spec, tmp_path, feature_pl
     assert adapter.shape == (6, 4, 1, 1)  # channels inferred: student 4 -> teacher 6
 
 
-def test_wrong_feature_path_is_a_spec_error(tiny_spec, tmp_path, feature_plugin):
+def test_wrong_feature_path_is_a_spec_error(tiny_spec, tmp_path):
     spec = dict(tiny_spec, teacher={"name": "bicubic"})
     spec["losses"] = [{"name": "feat-l2", "params": {"student": "hed"}}]
     with pytest.raises(SpecError, match=r"losses\[0\].params: the student 'tiny-sr' has no module 'hed'; did you mean 'head'"):
@@ -162,7 +103,7 @@ def test_existing_different_run_is_refused(tiny_spec):
     kdcore.run(other, overwrite=True)
 
 
-def test_nan_loss_stops_with_step_and_term(tiny_spec, feature_plugin):
+def test_nan_loss_stops_with_step_and_term(tiny_spec):
     tiny_spec["losses"] = [{"name": "nan-at", "params": {"step": 2}}]
     with pytest.raises(TrainingError, match="step 2: loss 'nan-at' is not finite"):
         kdcore.run(tiny_spec)

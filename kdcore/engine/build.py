@@ -63,15 +63,25 @@ class BuiltRun:
     loss_names: list[str]
     loss_weights: list[float]
     student_taps: FeatureTaps | None = None
-    teacher_taps: FeatureTaps | None = None
+    teacher_taps: list[FeatureTaps | None] = field(default_factory=list)
     run_teacher: bool = False  # whether each step needs the teacher's output
     missing_init: list[str] = field(default_factory=list)
 
     def teacher_forward(self, x: torch.Tensor) -> ModelOutput:
-        """The weighted ensemble of the teachers' images (features from the first teacher)."""
+        """The weighted ensemble of the teachers' images, and each teacher's requested features.
+
+        With several teachers a feature path ``I/path`` names teacher ``I`` (0-based); a bare path
+        names the first teacher.
+        """
+        feats: dict[str, torch.Tensor] = {}
         with torch.inference_mode():
             outs = [as_output(t(x)) for t in self.teachers]
-            feats = self.teacher_taps.collect() if self.teacher_taps else {}
+            for i, taps in enumerate(self.teacher_taps):
+                if taps is not None:
+                    for path, value in taps.collect().items():
+                        feats[path if i == 0 else f"{i}/{path}"] = value
+                        if i == 0:
+                            feats[f"0/{path}"] = value
         total = sum(self.teacher_weights)
         image = sum(w / total * o.image for w, o in zip(self.teacher_weights, outs))
         # inference tensors cannot be saved for backward: hand the losses ordinary copies
@@ -173,45 +183,51 @@ def _check_loss_needs(spec: RunSpec, losses: torch.nn.ModuleList) -> None:
             "data.train: an 'enhance' run on a plain folder has no targets; give "
             "{\"input\": FOLDER, \"target\": FOLDER} or a teacher (e.g. an operator teacher such as 'clahe')"
         )
-    if len(spec.teachers) > 1 and any(l.teacher_features() for l in losses):
-        messages.append("losses: feature losses with several teachers are not supported; use one teacher")
     if messages:
         raise spec_error(messages)
 
 
-def _setup_taps_and_adapters(spec: RunSpec, registry: Registry, run: BuiltRun) -> None:
-    s_paths, t_paths = [], []
-    for i, loss in enumerate(run.losses):
-        s_paths += loss.student_features()
-        t_paths += loss.teacher_features()
-    if not s_paths and not t_paths:
-        for i, loss in enumerate(run.losses):
-            loss.setup({}, {}, adapter_factory(registry, f"losses[{i}]"))
-        return
-    # check each loss's paths separately so the error names that loss
-    for i, loss in enumerate(run.losses):
-        from kdcore.engine.taps import check_paths
+def split_teacher_path(path: str, n_teachers: int, where: str) -> tuple[int, str]:
+    """``I/path`` -> (I, path); a bare path belongs to the first teacher."""
+    head, sep, rest = path.partition("/")
+    if sep and head.isdigit():
+        if int(head) >= n_teachers:
+            raise SpecError(f"{where}: {path!r} names teacher {head}, but the spec has {n_teachers} teacher(s)")
+        return int(head), rest
+    return 0, path
 
-        check_paths(run.student, loss.student_features(), where=f"losses[{i}].params", role=f"student {spec.student.name!r}")
-        if loss.teacher_features():
-            if not run.teachers:
-                raise SpecError(f"losses[{i}]: compares teacher features but the spec has no teacher")
-            check_paths(run.teachers[0], loss.teacher_features(), where=f"losses[{i}].params",
-                        role=f"teacher {spec.teachers[0].name!r}")
+
+def _setup_taps_and_adapters(spec: RunSpec, registry: Registry, run: BuiltRun) -> None:
+    from kdcore.engine.taps import check_paths
+
+    s_paths: list[str] = []
+    t_paths: list[list[str]] = [[] for _ in run.teachers]
+    for i, loss in enumerate(run.losses):
+        where = f"losses[{i}].params"
+        check_paths(run.student, loss.student_features(), where=where, role=f"student {spec.student.name!r}")
+        s_paths += loss.student_features()
+        if loss.teacher_features() and not run.teachers:
+            raise SpecError(f"losses[{i}]: compares teacher features but the spec has no teacher")
+        for path in loss.teacher_features():
+            t, module_path = split_teacher_path(path, len(run.teachers), where)
+            check_paths(run.teachers[t], [module_path], where=where, role=f"teacher {spec.teachers[t].name!r}")
+            t_paths[t].append(module_path)
     if s_paths:
         run.student_taps = FeatureTaps(run.student, s_paths, where="losses", role="student")
-    if t_paths:
-        run.teacher_taps = FeatureTaps(run.teachers[0], t_paths, where="losses", role="teacher")
-    # one tiny forward pass on the CPU gives the shapes the adapters are built from
-    side = spec.data.patch_size // spec.task.scale
-    x = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(0))
-    was_training = run.student.training
-    run.student.eval()
-    with torch.no_grad():
-        s_feats = run.student_forward(x).features
-    run.student.train(was_training)
-    t_feats = run.teacher_forward(x).features if t_paths else {}
-    s_shapes = {k: v.shape for k, v in s_feats.items()}
-    t_shapes = {k: v.shape for k, v in t_feats.items()}
+    run.teacher_taps = [FeatureTaps(t, p, where="losses", role="teacher") if p else None
+                        for t, p in zip(run.teachers, t_paths)]
+    s_shapes: dict[str, torch.Size] = {}
+    t_shapes: dict[str, torch.Size] = {}
+    if s_paths or any(t_paths):
+        # one tiny forward pass on the CPU gives the shapes the adapters are built from
+        side = spec.data.patch_size // spec.task.scale
+        x = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(0))
+        was_training = run.student.training
+        run.student.eval()
+        with torch.no_grad():
+            s_shapes = {k: v.shape for k, v in run.student_forward(x).features.items()}
+        run.student.train(was_training)
+        if any(t_paths):
+            t_shapes = {k: v.shape for k, v in run.teacher_forward(x).features.items()}
     for i, loss in enumerate(run.losses):
         loss.setup(s_shapes, t_shapes, adapter_factory(registry, f"losses[{i}]"))

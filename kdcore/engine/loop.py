@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from kdcore.data import PatchDataset, load_pairs
 from kdcore.errors import SpecError, TrainingError
+from kdcore.interfaces import ModelOutput
 from kdcore.engine.build import BuiltRun, build_run
 from kdcore.engine.checkpoints import STATE, WEIGHTS, atomic_write, load_state, save_state, save_weights
 from kdcore.engine.evaluate import baseline_name, count_params, evaluate, measure_latency
@@ -245,6 +246,17 @@ def train(
         return ema.module if ema is not None else run.student
 
     teacher_fn = run.teacher_forward if run.teachers else None
+    cache = None
+    if t.teacher_cache != "off" and run.run_teacher and not any(run.teacher_taps):
+        from kdcore.engine.teacher_cache import TeacherCache, teacher_key
+
+        description = {"teachers": [ts.model_dump(mode="json", exclude={"checkpoint"}) for ts in spec.teachers],
+                       "task": task.model_dump()}
+        cache = TeacherCache(
+            t.teacher_cache, lambda x: run.teacher_forward(x.to(device)).image, train_pairs, task.scale,
+            teacher_key(run.teachers, description),
+        )
+    amp = t.amp == "bf16" or (t.amp == "auto" and device.type == "cuda")
     bs = spec.data.batch_size
     loader = DataLoader(
         dataset,
@@ -263,11 +275,16 @@ def train(
             step += 1
             x = batch["input"].to(device, non_blocking=True)
             target = batch["target"].to(device, non_blocking=True) if "target" in batch else None
-            t_out = run.teacher_forward(x) if run.run_teacher else None
+            if cache is not None:
+                t_out = ModelOutput(image=cache.batch(batch["image"], batch["crop"], batch["aug"],
+                                                      spec.data.patch_size).to(device))
+            else:
+                t_out = run.teacher_forward(x) if run.run_teacher else None
             if target is None:
                 target = t_out.image
-            s_out = run.student_forward(x)
-            terms = [loss(s_out, t_out, target) for loss in run.losses]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                s_out = run.student_forward(x)
+                terms = [loss(s_out, t_out, target).float() for loss in run.losses]
             total = sum(w * v for w, v in zip(run.loss_weights, terms))
             if not torch.isfinite(total):
                 bad = next((n for n, v in zip(run.loss_names, terms) if not torch.isfinite(v)), "total")
