@@ -99,4 +99,11 @@ def kdcore_register_losses(register):
 
 @hookimpl
 def kdcore_register_teachers(register):
+    from kdcore.operators import ClaheTeacher, LocalContrastTeacher, UnsharpMaskTeacher
+
     register("bicubic", BicubicTeacher, summary="bicubic upscaling (identity for enhance); the SR baseline")
+    register("clahe", ClaheTeacher,
+             summary="contrast-limited adaptive histogram equalisation of the lightness (enhance only)")
+    register("unsharp-mask", UnsharpMaskTeacher, summary="unsharp-mask sharpening of every channel (enhance only)")
+    register("local-contrast", LocalContrastTeacher,
+             summary="local Laplacian detail boost and tone compression of the luminance (enhance only)")

@@ -56,6 +56,8 @@ class Params(pydantic.BaseModel):
 
 class _Model(torch.nn.Module):
     Params: ClassVar[type[pydantic.BaseModel]] = Params
+    #: the task kinds this model can be built for
+    supported_tasks: ClassVar[tuple[str, ...]] = ("sr", "enhance")
 
     def __init__(self, params: pydantic.BaseModel | None = None, task: Task | None = None):
         super().__init__()

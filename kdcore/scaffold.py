@@ -54,7 +54,7 @@ def class_name(name: str, kind: str) -> str:
 
 
 def _check(name: str, kind: str, dest: Path) -> Path:
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise SpecError(
             f"new-plugin: {name!r} is not a valid component name; use lowercase letters, digits and "
             "single hyphens, e.g. 'edge-loss'"

@@ -64,11 +64,12 @@ def tiny_batch():
     return torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
 
 
-def _tasks_for(kind: str):
+def _tasks_for(kind: str, cls: type) -> list:
     from kdcore.interfaces import Task
 
     if kind in ("student", "teacher"):
-        return [Task(kind="sr", scale=2), Task(kind="enhance", scale=1)]
+        tasks = [Task(kind="sr", scale=2), Task(kind="enhance", scale=1)]
+        return [t for t in tasks if t.kind in getattr(cls, "supported_tasks", ("sr", "enhance"))]
     return [None]
 
 
@@ -88,12 +89,12 @@ def check_component(kind: str, name: str, params: dict | None = None, *, size: i
     from kdcore.plugins import get_registry
 
     registry = get_registry()
+    cls = registry.lookup(kind, name).cls
     if params is None:
         # components whose defaults cannot stand alone (e.g. feature pairs) give example params
-        cls = registry.lookup(kind, name).cls
         params = getattr(cls, "example_params", None)
     gen = torch.Generator().manual_seed(0)
-    for task in _tasks_for(kind):
+    for task in _tasks_for(kind, cls):
         if kind == "adapter":
             module = create(kind, name, params, in_channels=4, out_channels=4)
             y = module(torch.rand(2, 4, 8, 8, generator=gen))

@@ -119,3 +119,8 @@ def test_examples_validate(example):
         warnings.simplefilter("ignore")
         spec = kdcore.validate(example)
     assert Path(spec.output).parent.name == "runs"  # runs are written outside examples/
+
+
+def test_operator_teacher_refuses_sr(tiny_spec):
+    tiny_spec["teacher"] = {"name": "clahe"}
+    assert "teacher: teacher 'clahe' is for enhance tasks, not 'sr'" in _error(tiny_spec)

@@ -31,6 +31,11 @@ def instantiate(reg: Registration, params: dict | pydantic.BaseModel | None, tas
         except pydantic.ValidationError as exc:
             raise spec_error(errors_to_messages(exc, reg.cls.Params, prefix=f"{where}.params" if where else "params")) from None
     if reg.kind in ("student", "teacher"):
+        if task is not None and task.kind not in reg.cls.supported_tasks:
+            raise SpecError(
+                f"{where + ': ' if where else ''}{reg.kind} {reg.name!r} is for "
+                f"{' or '.join(reg.cls.supported_tasks)} tasks, not {task.kind!r}"
+            )
         return reg.cls(params, task)
     if reg.kind == "adapter":
         return reg.cls(params, kwargs["in_channels"], kwargs["out_channels"])
@@ -97,7 +102,7 @@ class BuiltRun:
 def build_run(spec: RunSpec, registry: Registry, device: torch.device, *, for_run: bool) -> BuiltRun:
     """Builds the run's modules. ``for_run=False`` (validate) downgrades a missing checkpoint file to a warning."""
     task = spec.task
-    student = instantiate(spec.registration("student"), build_params(spec, "student"), task)
+    student = instantiate(spec.registration("student"), build_params(spec, "student"), task, where="student")
     missing_init: list[str] = []
     if spec.student.checkpoint:
         path = weights_path(spec.student.checkpoint)
@@ -110,7 +115,7 @@ def build_run(spec: RunSpec, registry: Registry, device: torch.device, *, for_ru
     for i, tspec in enumerate(spec.teachers):
         where = spec.teacher_location(i)
         reg = spec.registration(where)
-        teacher = instantiate(reg, build_params(spec, where), task)
+        teacher = instantiate(reg, build_params(spec, where), task, where=where)
         _load_teacher(teacher, reg, tspec, where, for_run)
         teacher.eval().requires_grad_(False)
         teachers.append(teacher)
