@@ -36,9 +36,9 @@ def _check_sources(spec: RunSpec) -> None:
     from kdcore.data import IMAGE_EXTENSIONS, builtin_names
 
     messages = []
-    for key in ("train", "val"):
-        src = getattr(spec.data, key)
-        where = f"data.{key}"
+    sources = [(f"data.{key}", getattr(spec.data, key)) for key in ("train", "val")]
+    sources += [(f"data.unlabeled[{i}]", u) for i, u in enumerate(spec.data.unlabeled)]
+    for where, src in sources:
         folders = []
         if isinstance(src, PairedSource):
             folders = [(f"{where}.input", src.input), (f"{where}.target", src.target)]

@@ -85,13 +85,37 @@ class _Progress:
             self.bar.close()
 
 
-def _cmd_run(args) -> int:
+def _launch(args) -> int:
+    """``kdcore run --nproc N``: the same command under torchrun, N processes on this machine."""
+    import os
+    import subprocess
+
     from kdcore import api
     from kdcore.spec import parse_set
 
+    api.validate(args.spec, **parse_set(args.set or []))  # a wrong spec fails here, once, with exit 2
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
+           "-m", "kdcore"] + (["--debug"] if args.debug else []) + ["run", args.spec]
+    for item in args.set or []:
+        cmd += ["--set", item]
+    cmd += [f for f, on in (("--resume", args.resume), ("--overwrite", args.overwrite), ("--quiet", args.quiet)) if on]
+    return subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}).returncode
+
+
+def _cmd_run(args) -> int:
+    import os
+
+    from kdcore import api
+    from kdcore.spec import parse_set
+
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return _launch(args)
     overrides = parse_set(args.set or [])
+    rank0 = os.environ.get("RANK", "0") == "0"
     summary = api.run(args.spec, resume=args.resume, overwrite=args.overwrite,
-                      callback=_Progress(not args.quiet), **overrides)
+                      callback=_Progress(not args.quiet and rank0), **overrides)
+    if not rank0:
+        return 0
     print(format_table(summary))
     print(f"run folder: {summary['output']}")
     return 0
@@ -217,6 +241,13 @@ def _cmd_enhance(args) -> int:
     return 0
 
 
+def _cmd_new_plugin(args) -> int:
+    from kdcore.scaffold import next_steps, scaffold_plugin
+
+    print(next_steps(scaffold_plugin(args.name, args.kind, args.dest), args.kind))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="kdcore", description="Knowledge distillation for image super-resolution and enhancement.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -228,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace a different run in the output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="train with N processes (DistributedDataParallel, launched with torchrun)")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("validate", help="check a spec without training")
@@ -259,6 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("-o", "--output", required=True, metavar="OUT_DIR")
     p.set_defaults(func=_cmd_enhance)
+
+    p = sub.add_parser("new-plugin", help="scaffold a plugin package in a new folder NAME/")
+    p.add_argument("name")
+    p.add_argument("--kind", choices=["loss", "student", "teacher", "adapter"], default="loss")
+    p.add_argument("--dest", default=".", help="folder in which NAME/ is created")
+    p.set_defaults(func=_cmd_new_plugin)
     return parser
 
 

@@ -43,7 +43,7 @@ def validate_registration(kind: str, name: str, cls: object, aliases: tuple[str,
     """Raises PluginError when a plugin registers something that cannot work."""
     base = COMPONENT_KINDS[kind]
     for n in (name, *aliases):
-        if not isinstance(n, str) or not NAME_PATTERN.match(n):
+        if not isinstance(n, str) or not NAME_PATTERN.fullmatch(n):
             raise PluginError(
                 f"invalid {kind} name {n!r}: names are lowercase letters, digits and single dashes"
             )

@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 from string import Template
 
-from kdcore.errors import SpecError
+from kdcore.errors import KdcoreError, SpecError
 from kdcore.registry import NAME_PATTERN
 
 KINDS: tuple[str, ...] = ("loss", "student", "teacher", "adapter")
@@ -32,10 +32,10 @@ _HOOKS = {
 _SUFFIX = {"loss": "Loss", "student": "Student", "teacher": "Teacher", "adapter": "Adapter"}
 _PLURAL = {"loss": "losses", "student": "students", "teacher": "teachers", "adapter": "adapters"}
 _SUMMARY = {
-    "loss": "L1 distance between the image gradients (edges) of the student and the target or teacher",
-    "student": "a small ESPCN-style sub-pixel convolution network (residual over bicubic)",
-    "teacher": "a gamma curve and a contrast stretch about mid-grey (an operator with no weights)",
-    "adapter": "a learned 1×1 convolution from the student's channels to the teacher's, then an activation",
+    "loss": "L1 distance of image gradients (edges), student vs target or teacher",
+    "student": "a small ESPCN-style sub-pixel convolution network, residual over bicubic",
+    "teacher": "a gamma curve and a contrast stretch, an image operator with no weights",
+    "adapter": "a learned 1×1 convolution to the teacher's channels, then an activation",
 }
 
 
@@ -107,7 +107,8 @@ def scaffold_plugin(name: str, kind: str = "loss", dest: str | os.PathLike = "."
 
     Raises :class:`kdcore.errors.SpecError` (exit status 2), writing nothing, when ``NAME`` is not
     a valid component name (``[a-z0-9]+(-[a-z0-9]+)*``), ``kind`` is not one of :data:`KINDS`,
-    ``dest`` is not a folder, or ``dest/NAME`` already exists.
+    ``dest`` is not a folder, or ``dest/NAME`` already exists; :class:`kdcore.errors.KdcoreError`
+    (exit status 1) when writing fails, after removing what was written.
     """
     dest = Path(dest).absolute()
     target = _check(name, kind, dest)
@@ -125,7 +126,7 @@ def scaffold_plugin(name: str, kind: str = "loss", dest: str | os.PathLike = "."
     except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
         if isinstance(exc, OSError):
-            raise SpecError(f"new-plugin: cannot write {target}: {exc.strerror or exc}") from None
+            raise KdcoreError(f"new-plugin: cannot write {target}: {exc.strerror or exc}") from None
         raise
     return target
 
@@ -137,7 +138,7 @@ def next_steps(folder: str | os.PathLike, kind: str = "loss") -> str:
     return (
         f"created {folder} (a {kind} plugin registering {kind} {name!r})\n"
         f"next:\n"
-        f"  cd {folder.name} && pip install -e '.[dev]'\n"
+        f"  cd {folder} && pip install -e '.[dev]'\n"
         f"  kdcore plugins                  # shows {name} as loaded\n"
         f"  python -m pytest tests          # conformance and behaviour tests\n"
         f"  edit src/{package_name(name)}/plugin.py"
@@ -182,7 +183,7 @@ dist/
 """
 
 _INIT = '''\
-"""kdcore plugin ``$name``: $summary."""
+"""kdcore plugin ``$name``: the $kind ``$name`` (see ``plugin.py``)."""
 
 from __future__ import annotations
 
@@ -226,9 +227,9 @@ params, with defaults and descriptions, are in `kdcore list $plural --pattern '$
 
 - `src/$pkg/plugin.py`: the class `$cls` — its `Params` (the spec's `params`, a pydantic
   model: add fields with defaults and descriptions) and its `forward`. The hook `$hook` at the
-  bottom registers it under the name `$name`; register more components there (the other hooks
-  are `kdcore_register_students`, `kdcore_register_teachers`, `kdcore_register_losses`,
-  `kdcore_register_adapters`).
+  bottom registers it under the name `$name`. Register more components in the same module with
+  the hooks `kdcore_register_students`, `kdcore_register_teachers`, `kdcore_register_losses` and
+  `kdcore_register_adapters`.
 - `pyproject.toml`: the description, version and dependencies. Renaming the component? Change the
   entry-point name too, then reinstall (`pip install -e .`).
 - `tests/test_plugin.py`: keep the conformance test; adapt the behavioural tests.
@@ -257,8 +258,9 @@ A few convolutions on the low-resolution input, then a sub-pixel convolution (Pi
 et al. 2016) to the output size; the network predicts a residual over the bicubic upscaled input
 (the input itself for `enhance`, where the scale is 1). Its last layer starts at zero, so an
 untrained model reproduces the bicubic baseline exactly. Params: `channels` (width, default 32)
-and `layers` (feature convolutions before the sub-pixel layer, default 2). Its feature maps are
-named `features.0`, `features.1`, … (every layer of `features`), for feature-based losses.""",
+and `layers` (feature convolutions before the sub-pixel layer, default 2). For feature-based
+losses, its feature maps are `features` (the input of the sub-pixel layer) and `features.0`,
+`features.1`, … (each of its layers).""",
     "teacher": """\
 An image operator with no weights (`needs_checkpoint = False`, so the spec gives no
 `checkpoint`): bicubic upscaling for `sr`, then the tone curve `x ** gamma` and a contrast
@@ -309,6 +311,8 @@ import torch
 from kdcore.interfaces import ModelOutput
 from kdcore.interfaces import Params as BaseParams
 
+SUMMARY = "$summary"
+
 
 def image_gradients(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Horizontal and vertical finite differences of a B×C×H×W image."""
@@ -328,7 +332,7 @@ class $cls(kdcore.Loss):
 
         against: Literal["target", "teacher"] = pydantic.Field(
             default="target",
-            description="compare the student's edges with the ground-truth target's or the teacher's",
+            description="compare the student's edges with the target's or the teacher's",
         )
 
     params: Params
@@ -361,8 +365,8 @@ class $cls(kdcore.Loss):
         image = student.image
         if image.shape != reference.shape or image.shape[-1] < 2 or image.shape[-2] < 2:
             raise kdcore.KdcoreError(
-                f"loss $name: the student image {tuple(image.shape)} and the {self.params.against} "
-                f"{tuple(reference.shape)} must have the same shape, at least 2×2 pixels"
+                f"loss $name: the student image {tuple(image.shape)} and the "
+                f"{self.params.against} {tuple(reference.shape)} must have one shape, at least 2×2"
             )
         sx, sy = image_gradients(image)
         rx, ry = image_gradients(reference.detach())
@@ -372,7 +376,7 @@ class $cls(kdcore.Loss):
 @kdcore.hookimpl
 def $hook(register) -> None:
     """Registers the loss ``$name``."""
-    register("$name", $cls, summary="$summary")
+    register("$name", $cls, summary=SUMMARY)
 '''
 
 _PLUGINS["student"] = '''\
@@ -391,6 +395,8 @@ import torch.nn.functional as F
 from kdcore.interfaces import Params as BaseParams
 from torch import nn
 
+SUMMARY = "$summary"
+
 
 class $cls(kdcore.Student):
     """A small ESPCN-style network (sub-pixel convolution, Shi et al. 2016).
@@ -404,7 +410,9 @@ class $cls(kdcore.Student):
     class Params(BaseParams):
         """Spec ``params`` of ``$name``; unknown keys are errors."""
 
-        channels: int = pydantic.Field(default=32, ge=1, le=1024, description="width of the feature layers")
+        channels: int = pydantic.Field(
+            default=32, ge=1, le=1024, description="width of the feature layers"
+        )
         layers: int = pydantic.Field(
             default=2, ge=1, le=16, description="feature convolutions before the sub-pixel layer"
         )
@@ -426,7 +434,10 @@ class $cls(kdcore.Student):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """B×3×h×w in [0, 1] -> B×3×(h·s)×(w·s) in [0, 1]."""
         s = self.task.scale
-        base = x if s == 1 else F.interpolate(x, scale_factor=s, mode="bicubic", align_corners=False)
+        if s == 1:
+            base = x
+        else:
+            base = F.interpolate(x, scale_factor=s, mode="bicubic", align_corners=False)
         residual = self.shuffle(self.to_subpixels(self.features(x)))
         return (base + residual).clamp(0, 1)
 
@@ -434,7 +445,7 @@ class $cls(kdcore.Student):
 @kdcore.hookimpl
 def $hook(register) -> None:
     """Registers the student ``$name``."""
-    register("$name", $cls, summary="$summary")
+    register("$name", $cls, summary=SUMMARY)
 '''
 
 _PLUGINS["teacher"] = '''\
@@ -451,6 +462,8 @@ import pydantic
 import torch
 import torch.nn.functional as F
 from kdcore.interfaces import Params as BaseParams
+
+SUMMARY = "$summary"
 
 
 class $cls(kdcore.Teacher):
@@ -487,7 +500,7 @@ class $cls(kdcore.Teacher):
 @kdcore.hookimpl
 def $hook(register) -> None:
     """Registers the teacher ``$name``."""
-    register("$name", $cls, summary="$summary")
+    register("$name", $cls, summary=SUMMARY)
 '''
 
 _PLUGINS["adapter"] = '''\
@@ -507,7 +520,14 @@ import torch
 from kdcore.interfaces import Params as BaseParams
 from torch import nn
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "none": nn.Identity}
+SUMMARY = "$summary"
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "none": nn.Identity,
+}
 
 
 class $cls(kdcore.Adapter):
@@ -518,7 +538,7 @@ class $cls(kdcore.Adapter):
 
         activation: Literal["relu", "gelu", "silu", "none"] = pydantic.Field(
             default="relu",
-            description="applied after the convolution; 'none' when the teacher's map can be negative",
+            description="after the convolution; 'none' when the teacher's map can be negative",
         )
         bias: bool = pydantic.Field(default=True, description="add a learned per-channel bias")
 
@@ -527,7 +547,9 @@ class $cls(kdcore.Adapter):
     def __init__(self, params: Params | None, in_channels: int, out_channels: int):
         for label, value in (("in_channels", in_channels), ("out_channels", out_channels)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise kdcore.SpecError(f"adapter $name: {label} must be a positive integer (got {value!r})")
+                raise kdcore.SpecError(
+                    f"adapter $name: {label} must be a positive integer (got {value!r})"
+                )
         super().__init__(params, in_channels, out_channels)
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=self.params.bias)
         self.activation = ACTIVATIONS[self.params.activation]()
@@ -536,7 +558,8 @@ class $cls(kdcore.Adapter):
         """B×in×H×W -> B×out×H×W."""
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise kdcore.KdcoreError(
-                f"adapter $name expects feature maps B×{self.in_channels}×H×W, got {tuple(x.shape)}"
+                f"adapter $name expects feature maps B×{self.in_channels}×H×W, "
+                f"got {tuple(x.shape)}"
             )
         return self.activation(self.conv(x))
 
@@ -544,7 +567,7 @@ class $cls(kdcore.Adapter):
 @kdcore.hookimpl
 def $hook(register) -> None:
     """Registers the adapter ``$name``."""
-    register("$name", $cls, summary="$summary")
+    register("$name", $cls, summary=SUMMARY)
 '''
 
 _TEST_HEADER = '''\
@@ -576,7 +599,8 @@ def test_conformance() -> None:
 
 def test_registered_under_its_name() -> None:
     assert "$name" in kdcore.list_components("$kind", "$name")
-    assert isinstance(kdcore.create("$kind", "$name", $create_args), $cls)
+    component = kdcore.create("$kind", "$name", $create_args)
+    assert isinstance(component, $cls)
 
 
 '''
@@ -642,7 +666,8 @@ def test_untrained_model_is_the_bicubic_baseline() -> None:
     up = torch.nn.functional.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)
     model = kdcore.create("student", "$name", {"channels": 8}, kdcore.Task(kind="sr", scale=2))
     assert torch.allclose(model(x), up.clamp(0, 1))
-    enhance = kdcore.create("student", "$name", {"channels": 8}, kdcore.Task(kind="enhance", scale=1))
+    task = kdcore.Task(kind="enhance", scale=1)
+    enhance = kdcore.create("student", "$name", {"channels": 8}, task)
     assert torch.equal(enhance(x), x)
 
 
@@ -721,7 +746,8 @@ def test_maps_channels_and_relu_is_non_negative() -> None:
 
 
 def test_no_activation_is_a_per_pixel_linear_map() -> None:
-    adapter = kdcore.create("adapter", "$name", {"activation": "none"}, in_channels=4, out_channels=8)
+    params = {"activation": "none"}
+    adapter = kdcore.create("adapter", "$name", params, in_channels=4, out_channels=8)
     x = _features()
     weight = adapter.conv.weight.view(8, 4)
     expected = torch.einsum("oc,bchw->bohw", weight, x) + adapter.conv.bias.view(1, 8, 1, 1)
@@ -729,7 +755,8 @@ def test_no_activation_is_a_per_pixel_linear_map() -> None:
 
 
 def test_gradients_reach_the_weights() -> None:
-    adapter = kdcore.create("adapter", "$name", {"activation": "gelu"}, in_channels=4, out_channels=3)
+    params = {"activation": "gelu"}
+    adapter = kdcore.create("adapter", "$name", params, in_channels=4, out_channels=3)
     adapter(_features()).square().mean().backward()
     assert adapter.conv.weight.grad is not None and adapter.conv.weight.grad.abs().sum() > 0
 

@@ -50,6 +50,14 @@ class DataSpec(_Strict):
     batch_size: int = Field(default=8, ge=1, description="patches per training step")
     workers: int = Field(default=0, ge=0, description="data-loading worker processes")
     augment: bool = Field(default=True, description="random flips and 90° rotations")
+    unlabeled: list[str] = Field(
+        default_factory=list,
+        description="folders (or builtin:NAME) of images without ground truth, learnt from the teacher alone; "
+        "for sr their crops are extra low-resolution inputs ('zoom-in' data upcycling)",
+    )
+    unlabeled_ratio: float = Field(
+        default=0.5, ge=0, lt=1, description="fraction of each batch drawn from data.unlabeled (when given)"
+    )
 
 
 class ComponentSpec(_Strict):
@@ -351,6 +359,7 @@ def _resolve_paths(spec: RunSpec) -> None:
             src.target = _resolve(base, src.target)
         elif not src.startswith(BUILTIN_PREFIX):
             setattr(spec.data, key, _resolve(base, src))
+    spec.data.unlabeled = [u if u.startswith(BUILTIN_PREFIX) else _resolve(base, u) for u in spec.data.unlabeled]
     for comp in [spec.student, *spec.teachers]:
         if comp.checkpoint is not None:
             comp.checkpoint = _resolve(base, comp.checkpoint)

@@ -181,3 +181,10 @@ def test_cli_keeps_working_with_a_broken_plugin(tmp_path):
     env["KDCORE_LOAD_PLUGINS"] = "kd-broken"
     out = subprocess.run([sys.executable, "-m", "kdcore", "list", "losses"], capture_output=True, text=True, env=env)
     assert out.returncode == 1 and "kd-broken" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_name_with_trailing_newline_is_refused(site):
+    write_fake_plugin(site, "kd_newline", BAD_NAME.replace('"Bad_Name"', '"edge\\n"'))
+    with pytest.warns(PluginLoadWarning, match="invalid loss name"):
+        pset = load_plugins(_entry_points(site))
+    assert next(r for r in pset.records if r.name == "kd-newline").status == "failed"

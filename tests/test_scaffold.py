@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from kdcore.errors import SpecError
-from kdcore.scaffold import KINDS, class_name, package_name, plugin_files, scaffold_plugin
+from kdcore.errors import KdcoreError, SpecError
+from kdcore.scaffold import KINDS, class_name, next_steps, package_name, plugin_files, scaffold_plugin
 
 # One plugin of each kind; the adapter's name starts with a digit (class name derivation).
 NAMES = {"loss": "scaf-edge", "student": "scaf-espcn", "teacher": "scaf-gamma", "adapter": "2x-proj"}
@@ -25,14 +25,15 @@ NAMES = {"loss": "scaf-edge", "student": "scaf-espcn", "teacher": "scaf-gamma", 
 def _env(site: Path) -> dict[str, str]:
     path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
     # tiny tensors: one thread avoids oversubscribing shared cores
-    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1",
+            "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
 
 
 def _install(folders: list[Path], site: Path) -> None:
     """A real, non-editable pip install into ``site`` (offline, no dependencies, no isolation)."""
     if importlib.util.find_spec("pip") and importlib.util.find_spec("setuptools"):
-        cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
-               "--no-cache-dir", "--target", str(site), *map(str, folders)]
+        cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+               "--no-index", "--no-cache-dir", "--target", str(site), *map(str, folders)]
         done = subprocess.run(cmd, env=_env(site), capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stdout + done.stderr
         return
@@ -43,7 +44,8 @@ def _install(folders: list[Path], site: Path) -> None:
         shutil.copytree(folder / "src" / pkg, site / pkg)
         info = site / f"{pkg}-{meta['version']}.dist-info"
         info.mkdir(parents=True)
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {meta['name']}\nVersion: {meta['version']}\n")
+        (info / "METADATA").write_text(
+            f"Metadata-Version: 2.1\nName: {meta['name']}\nVersion: {meta['version']}\n")
         eps = "".join(f"{k} = {v}\n" for k, v in meta["entry-points"]["kdcore"].items())
         (info / "entry_points.txt").write_text(f"[kdcore]\n{eps}")
 
@@ -79,7 +81,8 @@ def test_generated_tests_pass_when_installed(installed: dict, kind: str) -> None
            for c in cases if any(e.tag in ("failure", "error", "skipped") for e in c)}
     assert not bad, f"{folder}: {bad}\n{run.stdout[-4000:]}"
     names = {c.get("name") for c in cases}
-    assert {"test_conformance", "test_the_entry_point_is_installed", "test_registered_under_its_name"} <= names
+    common = {"test_conformance", "test_the_entry_point_is_installed", "test_registered_under_its_name"}
+    assert common <= names
     assert len(cases) >= 6, names  # conformance plus behaviour
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
 
@@ -140,6 +143,8 @@ def test_returns_the_new_folder_and_leaves_nothing_else(tmp_path: Path) -> None:
     assert folder == tmp_path / "edge" and folder.is_dir()
     assert os.listdir(tmp_path) == ["edge"]
     assert "class EdgeLoss(kdcore.Loss)" in (folder / "src/kdcore_edge/plugin.py").read_text()
+    steps = next_steps(folder, "loss")
+    assert str(folder) in steps and "pip install -e" in steps and "pytest" in steps
 
 
 def test_refuses_an_existing_folder_or_file(tmp_path: Path) -> None:
@@ -154,7 +159,10 @@ def test_refuses_an_existing_folder_or_file(tmp_path: Path) -> None:
     assert os.listdir(tmp_path / "edge") == ["mine.txt"]
 
 
-@pytest.mark.parametrize("name", ["", "Edge", "edge_loss", "-edge", "edge-", "edge--loss", "a b", "../edge", "é", "edge\n"])
+BAD_NAMES = ["", "Edge", "edge_loss", "-edge", "edge-", "edge--loss", "a b", "../edge", "é", "edge\n"]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
 def test_refuses_a_bad_name(tmp_path: Path, name: str) -> None:
     with pytest.raises(SpecError, match="not a valid component name"):
         scaffold_plugin(name, "loss", tmp_path)
@@ -181,7 +189,8 @@ def test_a_failure_while_writing_leaves_nothing(tmp_path: Path, monkeypatch: pyt
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(Path, "write_text", failing)
-    with pytest.raises(SpecError, match="No space left on device"):
+    with pytest.raises(KdcoreError, match="No space left on device") as info:
         scaffold_plugin("edge", "student", tmp_path)
+    assert info.value.exit_code == 1
     assert len(calls) == 3
     assert os.listdir(tmp_path) == []

@@ -183,6 +183,8 @@ def _check_loss_needs(spec: RunSpec, losses: torch.nn.ModuleList) -> None:
     for i, loss in enumerate(losses):
         if not spec.teachers and loss.requires_teacher():
             messages.append(f"losses[{i}]: loss {spec.losses[i].name!r} needs a teacher; add one under 'teacher'")
+    if spec.data.unlabeled and not spec.teachers:
+        messages.append("data.unlabeled: unlabelled images are learnt from a teacher; add one under 'teacher'")
     if not spec.teachers and not _has_target(spec):
         messages.append(
             "data.train: an 'enhance' run on a plain folder has no targets; give "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import time
@@ -18,7 +19,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from kdcore.data import PatchDataset, load_pairs
 from kdcore.errors import SpecError, TrainingError
-from kdcore.interfaces import ModelOutput
+from kdcore.interfaces import ModelOutput, Task
 from kdcore.engine.build import BuiltRun, build_run
 from kdcore.engine.checkpoints import STATE, WEIGHTS, atomic_write, load_state, save_state, save_weights
 from kdcore.engine.evaluate import baseline_name, count_params, evaluate, measure_latency
@@ -50,17 +51,25 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-class _StepRange(Sampler[int]):
-    """Sample indices start..stop-1 in order: sample i is a pure function of (seed, i)."""
+class StepSampler(Sampler[int]):
+    """The sample indices of steps ``start``..``steps-1``, this rank's share of each global batch.
 
-    def __init__(self, start: int, stop: int):
-        self.start, self.stop = start, stop
+    Sample i is a pure function of (seed, i), so any rank, any resume point and any number of
+    workers see exactly the data an uninterrupted single-process run sees.
+    """
+
+    def __init__(self, start: int, steps: int, global_batch: int, rank: int = 0, world: int = 1):
+        self.start, self.steps, self.global_batch = start, steps, global_batch
+        self.share = global_batch // world
+        self.offset = rank * self.share
 
     def __iter__(self):
-        return iter(range(self.start, self.stop))
+        for step in range(self.start, self.steps):
+            base = step * self.global_batch + self.offset
+            yield from range(base, base + self.share)
 
     def __len__(self) -> int:
-        return self.stop - self.start
+        return (self.steps - self.start) * self.share
 
 
 def _worker_init(worker_id: int) -> None:
@@ -181,6 +190,66 @@ class _Logger:
         self.tb.close()
 
 
+class _Objective(torch.nn.Module):
+    """Student and losses (with their adapters) as one module: what DDP wraps; the teacher stays out."""
+
+    def __init__(self, run: BuiltRun):
+        super().__init__()
+        self.student = run.student
+        self.losses = run.losses
+        self._run = [run]  # not a submodule
+
+    def forward(self, x, teacher, target) -> list[torch.Tensor]:
+        out = self._run[0].student_forward(x, self.student)
+        return [loss(out, teacher, target).float() for loss in self.losses]
+
+
+def _distributed(device: torch.device) -> tuple[int, int, torch.device]:
+    """(rank, world size, device) — initialises torch.distributed when launched by torchrun."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, device
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _batch_split(spec: RunSpec, world: int) -> tuple[int, int]:
+    """(labelled, unlabelled) samples per global batch; each must divide among the ranks."""
+    bs = spec.data.batch_size
+    n_u = round(bs * spec.data.unlabeled_ratio) if spec.data.unlabeled else 0
+    n_l = bs - n_u
+    if n_l % world or n_u % world:
+        raise SpecError(
+            f"data.batch_size: {bs} (labelled {n_l}, unlabelled {n_u}) does not divide among {world} "
+            "processes; choose a batch size that does"
+        )
+    return n_l, n_u
+
+
+def _loader(dataset, start: int, steps: int, global_batch: int, rank: int, world: int, workers: int, pin: bool):
+    return DataLoader(
+        dataset,
+        batch_size=global_batch // world,
+        sampler=StepSampler(start, steps, global_batch, rank, world),
+        num_workers=workers,
+        worker_init_fn=_worker_init,
+        pin_memory=pin,
+    )
+
+
 def train(
     spec: RunSpec,
     registry: Registry,
@@ -190,24 +259,40 @@ def train(
     overwrite: bool = False,
     callback: Callback | None = None,
 ) -> dict:
-    """Trains (and distils, with a teacher) as the spec says; writes the run folder; returns the summary."""
+    """Trains (and distils, with a teacher) as the spec says; writes the run folder; returns the summary.
+
+    Launched by ``torchrun``, each process trains on its share of every global batch with
+    DistributedDataParallel on the student and adapters; only rank 0 writes.
+    """
     callback = callback or _quiet
     t_start = time.perf_counter()
-    device = pick_device(spec.train.device)
-    seed_everything(spec.train.seed)
     task, t = spec.task, spec.train
+    device = pick_device(t.device)
+    seed_everything(t.seed)
 
     train_pairs = load_pairs(spec.data.train, task, where="data.train")
     val_pairs = load_pairs(spec.data.val, task, where="data.val")
     if not spec.teachers and any(p.target is None for p in val_pairs):
         raise SpecError("data.val: these images have no targets and the spec has no teacher to measure against")
-    dataset = PatchDataset(train_pairs, task, spec.data.patch_size, length=t.steps * spec.data.batch_size,
+    rank, world, device = _distributed(device)
+    n_l, n_u = _batch_split(spec, world)
+    dataset = PatchDataset(train_pairs, task, spec.data.patch_size, length=t.steps * n_l,
                            seed=t.seed, augment=spec.data.augment, where="data.train")
+    unlabeled, unlabeled_pairs = None, []
+    if n_u:
+        unlabeled_pairs = load_unlabeled(spec)
+        unlabeled = PatchDataset(unlabeled_pairs, Task(kind="enhance"), spec.data.patch_size // task.scale,
+                                 length=t.steps * n_u, seed=t.seed + 1, augment=spec.data.augment,
+                                 where="data.unlabeled")
     run = build_run(spec, registry, device, for_run=True)
-    out = prepare_output(spec, resolved, resume=resume, overwrite=overwrite)
+    writer = rank == 0
+    out = Path(spec.output)
+    if writer:
+        out = prepare_output(spec, resolved, resume=resume, overwrite=overwrite)
+    _barrier(world)
 
-    trainable = torch.nn.ModuleList([run.student, run.losses])
-    optimizer = make_optimizer(spec, trainable)
+    objective = _Objective(run)
+    optimizer = make_optimizer(spec, objective)
     scheduler = make_scheduler(spec, optimizer)
     ema = timm.utils.ModelEmaV3(run.student, decay=t.ema) if t.ema else None
 
@@ -223,12 +308,20 @@ def train(
         _set_rng_state(state["rng"])
         start = int(state["step"])
         callback("message", text=f"resuming {out} at step {start}")
-    else:
+    elif writer:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(out / "spec.json", lambda tmp: Path(tmp).write_text(json.dumps(resolved, indent=2) + "\n"))
-    logger = _Logger(out, keep_until=start if resume else None)
+    logger = _Logger(out, keep_until=start if resume else None) if writer else None
+
+    model = objective
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None)
 
     def checkpoint(step: int) -> None:
+        if not writer:
+            return
         save_state(
             {
                 "step": step,
@@ -246,45 +339,22 @@ def train(
         return ema.module if ema is not None else run.student
 
     teacher_fn = run.teacher_forward if run.teachers else None
-    cache = None
-    if t.teacher_cache != "off" and run.run_teacher and not any(run.teacher_taps):
-        from kdcore.engine.teacher_cache import TeacherCache, teacher_key
-
-        description = {"teachers": [ts.model_dump(mode="json", exclude={"checkpoint"}) for ts in spec.teachers],
-                       "task": task.model_dump()}
-        cache = TeacherCache(
-            t.teacher_cache, lambda x: run.teacher_forward(x.to(device)).image, train_pairs, task.scale,
-            teacher_key(run.teachers, description),
-        )
+    caches = _teacher_caches(spec, run, device, train_pairs, unlabeled_pairs)
     amp = t.amp == "bf16" or (t.amp == "auto" and device.type == "cuda")
-    bs = spec.data.batch_size
-    loader = DataLoader(
-        dataset,
-        batch_size=bs,
-        sampler=_StepRange(start * bs, t.steps * bs),
-        num_workers=spec.data.workers,
-        worker_init_fn=_worker_init,
-        pin_memory=device.type == "cuda",
-    )
+    pin = device.type == "cuda"
+    loaders = [_loader(dataset, start, t.steps, n_l, rank, world, spec.data.workers, pin)]
+    if unlabeled is not None:
+        loaders.append(_loader(unlabeled, start, t.steps, n_u, rank, world, spec.data.workers, pin))
     callback("start", step=start, total=t.steps, output=str(out))
     run.student.train()
     step, last_ckpt = start, start
     window_t0, window_steps = time.perf_counter(), 0
     try:
-        for batch in loader:
+        for batches in zip(*loaders):
             step += 1
-            x = batch["input"].to(device, non_blocking=True)
-            target = batch["target"].to(device, non_blocking=True) if "target" in batch else None
-            if cache is not None:
-                t_out = ModelOutput(image=cache.batch(batch["image"], batch["crop"], batch["aug"],
-                                                      spec.data.patch_size).to(device))
-            else:
-                t_out = run.teacher_forward(x) if run.run_teacher else None
-            if target is None:
-                target = t_out.image
+            x, t_out, target = _step_inputs(batches, run, caches, spec, device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                s_out = run.student_forward(x)
-                terms = [loss(s_out, t_out, target).float() for loss in run.losses]
+                terms = model(x, t_out, target)
             total = sum(w * v for w, v in zip(run.loss_weights, terms))
             if not torch.isfinite(total):
                 bad = next((n for n, v in zip(run.loss_names, terms) if not torch.isfinite(v)), "total")
@@ -295,7 +365,7 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             if t.grad_clip:
-                torch.nn.utils.clip_grad_norm_(trainable.parameters(), t.grad_clip)
+                torch.nn.utils.clip_grad_norm_(objective.parameters(), t.grad_clip)
             optimizer.step()
             scheduler.step_update(num_updates=step)
             if ema is not None:
@@ -303,31 +373,93 @@ def train(
             window_steps += 1
             values = {n: float(v) for n, v in zip(run.loss_names, terms)}
             lr = optimizer.param_groups[0]["lr"]
-            callback("step", step=step, total=t.steps, loss=float(total), terms=values, lr=lr)
-            if step % t.log_every == 0 or step == t.steps:
+            if writer:
+                callback("step", step=step, total=t.steps, loss=float(total), terms=values, lr=lr)
+            if writer and (step % t.log_every == 0 or step == t.steps):
                 elapsed = time.perf_counter() - window_t0
                 logger.log({"step": step, "loss": float(total), **{f"loss/{k}": v for k, v in values.items()},
                             "lr": lr, "steps_per_second": window_steps / max(elapsed, 1e-9)})
                 window_t0, window_steps = time.perf_counter(), 0
             if t.eval_every and step % t.eval_every == 0 and step != t.steps:
-                result = evaluate(eval_model(), val_pairs, task, device, teacher_forward=teacher_fn)
-                logger.log({"step": step, "eval": True, **{f"val/{k}": v for k, v in result["student"].items()}})
-                callback("eval", step=step, metrics=result)
+                if writer:
+                    result = evaluate(eval_model(), val_pairs, task, device, teacher_forward=teacher_fn)
+                    logger.log({"step": step, "eval": True, **{f"val/{k}": v for k, v in result["student"].items()}})
+                    callback("eval", step=step, metrics=result)
+                _barrier(world)
             if t.checkpoint_every and step % t.checkpoint_every == 0 and step != t.steps:
                 checkpoint(step)
                 last_ckpt = step
     finally:
         if run.student_taps:
             run.student_taps.collect()
-    # the end: final evaluation, weights, checkpoint, summary
-    final = eval_model()
+    if not writer:
+        _barrier(world)
+        return json.loads((out / "summary.json").read_text())
+    summary = _finish(spec, run, val_pairs, device, out, eval_model(), step, t_start, logger, callback)
+    checkpoint(step)
+    _barrier(world)
+    return summary
+
+
+def load_unlabeled(spec: RunSpec) -> list:
+    """Unlabelled images as inputs at their own resolution ("zoom-in" for sr: high-resolution crops
+    become extra low-resolution inputs; the teacher's output is their target)."""
+    pairs = []
+    for i, source in enumerate(spec.data.unlabeled):
+        where = f"data.unlabeled[{i}]"
+        src = source if source.startswith("builtin:") else Path(source)
+        pairs += load_pairs(src, Task(kind="enhance"), where=where)
+    return [p._replace(target=None) for p in pairs]
+
+
+def _teacher_caches(spec: RunSpec, run: BuiltRun, device, train_pairs, unlabeled_pairs):
+    t = spec.train
+    if t.teacher_cache == "off" or not run.run_teacher or any(run.teacher_taps):
+        return None
+    from kdcore.engine.teacher_cache import TeacherCache, teacher_key
+
+    description = {"teachers": [ts.model_dump(mode="json", exclude={"checkpoint"}) for ts in spec.teachers],
+                   "task": spec.task.model_dump()}
+    key = teacher_key(run.teachers, description)
+
+    def image(x):
+        return run.teacher_forward(x.to(device)).image
+
+    return [TeacherCache(t.teacher_cache, image, pairs, spec.task.scale, key) if pairs else None
+            for pairs in (train_pairs, unlabeled_pairs)]
+
+
+def _step_inputs(batches, run: BuiltRun, caches, spec: RunSpec, device):
+    """The step's input batch, teacher output and target (labelled rows first, then unlabelled)."""
+    xs = [b["input"].to(device, non_blocking=True) for b in batches]
+    x = torch.cat(xs) if len(xs) > 1 else xs[0]
+    t_out = None
+    if caches is not None:
+        parts = [cache.batch(b["image"], b["crop"], b["aug"], b["input"].shape[-1] * spec.task.scale)
+                 for cache, b in zip(caches, batches)]
+        t_out = ModelOutput(image=torch.cat(parts).to(device))
+    elif run.run_teacher:
+        t_out = run.teacher_forward(x)
+    labelled = batches[0]
+    if "target" in labelled:
+        target = labelled["target"].to(device, non_blocking=True)
+        if len(batches) > 1:
+            target = torch.cat([target, t_out.image[len(target):]])
+    else:
+        target = t_out.image
+    return x, t_out, target
+
+
+def _finish(spec: RunSpec, run: BuiltRun, val_pairs, device, out: Path, final, step: int, t_start: float,
+            logger: _Logger, callback) -> dict:
+    """The end of a run: final evaluation, weights, summary.json."""
+    task = spec.task
+    teacher_fn = run.teacher_forward if run.teachers else None
     result = evaluate(final, val_pairs, task, device, teacher_forward=teacher_fn, images_dir=out / "images")
     logger.log({"step": step, "eval": True, **{f"val/{k}": v for k, v in result["student"].items()}})
     callback("eval", step=step, metrics=result)
     save_weights(final, out / WEIGHTS)
-    checkpoint(step)
     logger.close()
-
     probe = val_pairs[0].input.unsqueeze(0).to(device)
     summary = {
         "student": {
@@ -346,7 +478,7 @@ def train(
         "val_images": result["images"],
         "latency_input": list(probe.shape[-2:]),
         "device": str(device),
-        "ema": t.ema is not None,
+        "ema": spec.train.ema is not None,
     }
     if run.teachers:
         names = [ts.name for ts in spec.teachers]
