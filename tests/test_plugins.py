@@ -161,7 +161,8 @@ def test_teacher_names_fall_back_to_students():
 
 
 def test_list_components_wildcards():
-    assert kdcore.list_components("losses", "*l1*") == ["l1"]
+    assert kdcore.list_components("losses", "l*") == ["l1"]
+    assert kdcore.list_components("losses", "*l1") == ["l1", "slow-l1"]
     assert "tiny-sr" in kdcore.list_components("student")
 
 
