@@ -140,3 +140,42 @@ def test_bf16_autocast_runs(tiny_spec):
     tiny_spec["train"] = dict(tiny_spec["train"], amp="bf16")
     summary = kdcore.run(tiny_spec)
     assert summary["student"]["psnr"] > 10
+
+
+def test_unlabeled_zoom_in_data(tiny_spec, tiny_images):
+    from kdcore.data import load_image
+    from kdcore.engine.loop import load_unlabeled
+
+    tiny_spec["teacher"] = {"name": "gamma-up"}
+    tiny_spec["data"].update(batch_size=4, unlabeled=[str(tiny_images["val"])], unlabeled_ratio=0.5)
+    spec = kdcore.validate(tiny_spec)
+    pairs = load_unlabeled(spec)
+    # zoom-in: the unlabelled images are inputs at their own resolution (not downscaled), no target
+    assert [p.target for p in pairs] == [None, None]
+    assert torch.equal(pairs[1].input, load_image(tiny_images["val"] / "coffee.png"))
+    steps = []
+    summary = kdcore.run(tiny_spec, callback=lambda e, **d: steps.append(d) if e == "step" else None)
+    assert summary["steps"] == 3 and len(steps) == 3
+    with pytest.raises(SpecError, match="data.unlabeled: unlabelled images are learnt from a teacher"):
+        kdcore.validate(dict(tiny_spec, teacher=None))
+
+
+def test_step_inputs_mix_labelled_and_unlabelled(tiny_spec, tiny_images):
+    from kdcore.data import PatchDataset, load_pairs
+    from kdcore.engine.build import build_run
+    from kdcore.engine.loop import _step_inputs, load_unlabeled
+    from kdcore.interfaces import Task
+    from kdcore.plugins import get_registry
+
+    tiny_spec["teacher"] = {"name": "gamma-up"}
+    tiny_spec["data"].update(batch_size=4, unlabeled=[str(tiny_images["val"])])
+    spec = kdcore.validate(tiny_spec)
+    run = build_run(spec, get_registry(), torch.device("cpu"), for_run=True)
+    labelled = PatchDataset(load_pairs(spec.data.train, spec.task, where="t"), spec.task, 32, length=2, seed=0)
+    unlabelled = PatchDataset(load_unlabeled(spec), Task(kind="enhance"), 16, length=2, seed=1)
+    collate = torch.utils.data.default_collate
+    batches = [collate([labelled[0], labelled[1]]), collate([unlabelled[0], unlabelled[1]])]
+    x, t_out, target = _step_inputs(batches, run, None, spec, torch.device("cpu"))
+    assert x.shape == (4, 3, 16, 16)
+    assert torch.equal(target[:2], batches[0]["target"])  # ground truth for the labelled rows
+    assert torch.equal(target[2:], t_out.image[2:])  # the teacher's output for the unlabelled rows

@@ -138,7 +138,7 @@ def build_run(spec: RunSpec, registry: Registry, device: torch.device, *, for_ru
     )
     _check_loss_needs(spec, losses)
     run.run_teacher = bool(teachers) and (
-        any(l.uses_teacher() for l in losses) or not _has_target(spec)
+        any(l.uses_teacher() for l in losses) or not _has_target(spec) or bool(spec.data.unlabeled)
     )
     _setup_taps_and_adapters(spec, registry, run)
     return _to(run, device)
