@@ -41,3 +41,9 @@ class TrainingError(KdcoreError):
     """Training cannot go on (e.g. a loss became NaN)."""
 
     exit_code = 1
+
+
+class Interrupted(KdcoreError):
+    """SIGINT or SIGTERM stopped a run after writing a checkpoint; ``--resume`` continues it."""
+
+    exit_code = 130

@@ -110,6 +110,25 @@ def _collect(manager: pluggy.PluginManager, plugin_name: str, dist: str, version
     return staged
 
 
+def _check_requirements(ep: md.EntryPoint) -> None:
+    """A plugin built for another kdcore version fails to load, saying which version it needs."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    import kdcore
+
+    for line in (ep.dist.requires or []) if ep.dist is not None else []:
+        try:
+            req = Requirement(line)
+        except InvalidRequirement:
+            continue
+        if req.name.lower() == "kdcore" and not req.marker and req.specifier:
+            if not req.specifier.contains(kdcore.__version__, prereleases=True):
+                raise PluginError(
+                    f"needs kdcore{req.specifier}, but kdcore {kdcore.__version__} is installed; "
+                    "upgrade kdcore or install a release of the plugin made for this version"
+                )
+
+
 def _add(pset: PluginSet, module: ModuleType, name: str, dist: str, version: str) -> PluginRecord:
     record = PluginRecord(name, dist, version, module.__name__, "loaded")
     pset.manager.register(module, name=name)
@@ -154,6 +173,7 @@ def load_plugins(entry_points: list[md.EntryPoint] | None = None) -> PluginSet:
             )
             continue
         try:
+            _check_requirements(ep)
             module = ep.load()
             if not isinstance(module, ModuleType):
                 raise PluginError(f"entry point {ep.value!r} must name a module")

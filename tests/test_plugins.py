@@ -189,3 +189,12 @@ def test_name_with_trailing_newline_is_refused(site):
     with pytest.warns(PluginLoadWarning, match="invalid loss name"):
         pset = load_plugins(_entry_points(site))
     assert next(r for r in pset.records if r.name == "kd-newline").status == "failed"
+
+
+def test_plugin_needing_a_newer_kdcore(site):
+    write_fake_plugin(site, "kd_future", GOOD, requires=("kdcore>=99.0",))
+    with pytest.warns(PluginLoadWarning, match=r"needs kdcore>=99.0, but kdcore 0.1.0 is installed"):
+        pset = load_plugins(_entry_points(site))
+    assert next(r for r in pset.records if r.name == "kd-future").status == "failed"
+    with pytest.raises(ComponentError):
+        pset.registry.lookup("loss", "fancy")

@@ -11,7 +11,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from kdcore.errors import CheckpointError
+from kdcore.errors import CheckpointError, KdcoreError
 
 WEIGHTS = "model.safetensors"
 STATE = "checkpoint.pt"
@@ -25,16 +25,23 @@ def weights_path(path: str | os.PathLike) -> Path:
 
 def atomic_write(path: Path, write) -> None:
     """Writes via a temporary file in the same folder, fsync and rename: never half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        os.close(fd)
         write(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        reason = exc.strerror or str(exc)
+        raise KdcoreError(f"cannot write {path}: {reason}; any previous version of it is intact") from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
 
 

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from kdcore.data import PatchDataset, load_pairs
-from kdcore.errors import SpecError, TrainingError
+from kdcore.errors import Interrupted, SpecError, TrainingError
 from kdcore.interfaces import ModelOutput, Task
 from kdcore.engine.build import BuiltRun, build_run
 from kdcore.engine.checkpoints import STATE, WEIGHTS, atomic_write, load_state, save_state, save_weights
@@ -349,6 +349,7 @@ def train(
     run.student.train()
     step, last_ckpt = start, start
     window_t0, window_steps = time.perf_counter(), 0
+    stop = _StopSignals()
     try:
         for batches in zip(*loaders):
             step += 1
@@ -389,7 +390,14 @@ def train(
             if t.checkpoint_every and step % t.checkpoint_every == 0 and step != t.steps:
                 checkpoint(step)
                 last_ckpt = step
+            if stop.received is not None and step != t.steps:
+                checkpoint(step)
+                raise Interrupted(
+                    f"{stop.received} at step {step}: checkpoint written to {out / STATE}; "
+                    "`kdcore run SPEC --resume` continues the run"
+                )
     finally:
+        stop.restore()
         if run.student_taps:
             run.student_taps.collect()
     if not writer:
@@ -399,6 +407,34 @@ def train(
     checkpoint(step)
     _barrier(world)
     return summary
+
+
+class _StopSignals:
+    """SIGINT/SIGTERM during training: finish the current step, write a checkpoint, stop."""
+
+    def __init__(self):
+        import signal
+        import threading
+
+        self.received: str | None = None
+        self._old = {}
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        import signal
+
+        if self.received is not None:  # a second signal: stop now
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+
+    def restore(self) -> None:
+        import signal
+
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 def load_unlabeled(spec: RunSpec) -> list:
