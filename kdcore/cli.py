@@ -222,6 +222,7 @@ def _cmd_enhance(args) -> int:
 
     from kdcore import api
     from kdcore.data import load_image, save_image
+    from kdcore.engine.tiling import run_tiled
     from kdcore.interfaces import as_output
 
     out_dir = Path(args.output)
@@ -230,11 +231,17 @@ def _cmd_enhance(args) -> int:
         if not p.is_file():
             raise SpecError(f"{p}: no such image file")
     student = api.load(args.run_dir)
+    scale = student.task.scale
     inputs = [(p, load_image(p)) for p in images]  # every file is checked before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)
     for p, img in inputs:
+        h, w = img.shape[-2:]
+        tile = args.tile if args.tile else (0 if h * w <= args.max_pixels else 1024)
         with torch.inference_mode():
-            y = as_output(student(img.unsqueeze(0))).image[0].clamp(0, 1)
+            if tile:
+                y = run_tiled(student, img.unsqueeze(0), scale, tile=tile, overlap=min(64, tile // 4))[0].clamp(0, 1)
+            else:
+                y = as_output(student(img.unsqueeze(0))).image[0].clamp(0, 1)
         target = out_dir / f"{p.stem}.png"
         save_image(y, target)
         print(target)
@@ -291,6 +298,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("-o", "--output", required=True, metavar="OUT_DIR")
+    p.add_argument("--tile", type=int, default=0, metavar="PIXELS",
+                   help="process in overlapping tiles of this size (default: only images above --max-pixels)")
+    p.add_argument("--max-pixels", type=int, default=16_000_000,
+                   help="larger inputs are processed in 1024-pixel tiles to bound memory")
     p.set_defaults(func=_cmd_enhance)
 
     p = sub.add_parser("new-plugin", help="scaffold a plugin package in a new folder NAME/")
