@@ -54,7 +54,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
 
 lab: $(STAMP)
-	$(PY) -m jupyterlab tutorials
+	$(PY) -m jupyterlab --notebook-dir=tutorials
 
 clean:
 	rm -rf $(VENV) runs

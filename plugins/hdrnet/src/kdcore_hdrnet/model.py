@@ -1,0 +1,236 @@
+"""HDRNet: deep bilateral learning (Gharbi et al., SIGGRAPH 2017) for kdcore.
+
+A low-resolution stream predicts a bilateral grid of affine colour transforms from a fixed-size
+copy of the input; a full-resolution guide picks, per pixel, where to read the grid; the sliced
+transform is applied to the full-resolution image. In ``sr`` mode the full-resolution image is
+the bicubic upscale of the input, and the grid also holds per-pixel gains for band-pass detail
+of that upscale (see the README).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import kdcore
+import kdcore.interfaces
+import pydantic
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from kdcore_hdrnet.detail import laplacian_details
+from kdcore_hdrnet.guide import ConvGuide, CurveGuide
+from kdcore_hdrnet.lowres import LowResStream
+from kdcore_hdrnet.slicing import (
+    apply_coefficients,
+    interpolate_rows,
+    coordinate_buffer,
+    pixel_centres,
+    slice_grid,
+    slice_rows,
+)
+
+#: Pixels per block of rows in the streamed (inference) path; keeps intermediates in cache.
+STREAM_BLOCK_PIXELS = 65536
+
+
+class HDRNetParams(kdcore.interfaces.Params):
+    """Params of :class:`HDRNet` (spec ``params``); unknown keys are rejected."""
+
+    channel_multiplier: int = pydantic.Field(
+        default=1, ge=1, le=32,
+        description="Width factor of the low-resolution stream (channels = multiplier × luma_bins × 1, 2, 4, 8).",
+    )
+    luma_bins: int = pydantic.Field(
+        default=8, ge=2, le=64, description="Luma (guide) bins of the bilateral grid."
+    )
+    spatial_bins: int = pydantic.Field(
+        default=16, ge=2, le=256,
+        description="Grid cells along each side; must equal net_input_size / 16.",
+    )
+    net_input_size: int = pydantic.Field(
+        default=256, ge=32, le=4096,
+        description="Side of the square low-resolution copy the grid is predicted from.",
+    )
+    guide: Literal["pointwise-curve", "conv"] = pydantic.Field(
+        default="pointwise-curve",
+        description="'pointwise-curve': colour matrix + per-channel 16-knot curves + mix (the paper); "
+        "'conv': per-pixel network 3 → guide_hidden → 1.",
+    )
+    guide_hidden: int = pydantic.Field(
+        default=16, ge=1, le=256, description="Hidden units of the 'conv' guide."
+    )
+    batch_norm: bool = pydantic.Field(
+        default=False, description="Batch norm in the low-resolution stream (off in the official code)."
+    )
+    sr_detail_levels: int = pydantic.Field(
+        default=2, ge=0, le=4,
+        description="sr only: Laplacian-pyramid detail levels of the bicubic upscale that the grid "
+        "can amplify per pixel (3 more coefficients per level).",
+    )
+    lowres_antialias: bool = pydantic.Field(
+        default=False,
+        description="Antialias when shrinking the input to net_input_size (the official code does not).",
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _check_grid_size(self) -> HDRNetParams:
+        if self.net_input_size != 16 * self.spatial_bins:
+            raise ValueError(
+                f"net_input_size ({self.net_input_size}) must be 16 × spatial_bins "
+                f"({self.spatial_bins}): the low-resolution stream downsamples by 16 to the grid; "
+                f"set spatial_bins to {self.net_input_size // 16} or net_input_size to {16 * self.spatial_bins}"
+            )
+        return self
+
+
+class HDRNet(kdcore.Student):
+    """HDRNet student: ``forward(x)`` maps B×3×h×w in [0, 1] to B×3×(h·s)×(w·s) in [0, 1].
+
+    Named submodules (stable, usable as feature paths): ``lowres.splat``, ``lowres.global_path``,
+    ``lowres.local_path``, ``lowres.fusion``, ``lowres.coefficients``, ``guide``.
+
+    Extension points for subclasses: :meth:`_make_local_conv` (the local path's 3×3 convs) and
+    :meth:`slice_coefficients` (accepts per-pixel spatial ``offsets``).
+    """
+
+    Params = HDRNetParams
+
+    def __init__(self, params: HDRNetParams | None = None, task: kdcore.Task | None = None):
+        super().__init__(params, task)
+        p: HDRNetParams = self.params
+        self.scale = self.task.scale
+        self.detail_levels = p.sr_detail_levels if self.task.kind == "sr" else 0
+        self.n_coeffs = 12 + 3 * self.detail_levels
+        self.luma_bins = p.luma_bins
+        self.lowres = LowResStream(
+            width=p.channel_multiplier * p.luma_bins,
+            cells=p.spatial_bins,
+            grid_channels=self.n_coeffs * p.luma_bins,
+            batch_norm=p.batch_norm,
+            make_local_conv=self._make_local_conv,
+        )
+        # Any guide module with forward(x), prepare() and evaluate(x, prepared).
+        self.guide: nn.Module = CurveGuide() if p.guide == "pointwise-curve" else ConvGuide(p.guide_hidden)
+        self._init_coefficients()
+
+    # ----------------------------------------------------------------- extension points
+    def _make_local_conv(self, in_ch: int, out_ch: int, bias: bool) -> nn.Module:
+        """Builds one 3×3 convolution of the local path (``lowres.local_path.conv1.0`` and
+        ``lowres.local_path.conv2``). Override to change the operator; the returned module must
+        map B×in_ch×S×S to B×out_ch×S×S. A subclass that keeps an ``nn.Conv2d`` (or a module
+        holding ``weight``/``bias`` of the same shapes) keeps HDRNet's state-dict names.
+        """
+        return nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=bias)
+
+    def slice_coefficients(
+        self, grid: torch.Tensor, guide: torch.Tensor, offsets: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Trilinear slice of ``grid`` (B×C×D×S×S) at every pixel of ``guide`` (B×1×H×W, [0, 1]).
+
+        ``offsets``: optional B×2×H×W spatial shifts in grid cells (channel 0 = x, 1 = y) added to
+        each pixel's sampling position (cell centres, border clamped). Returns B×C×H×W.
+        """
+        return slice_grid(grid, guide, offsets)
+
+    # ----------------------------------------------------------------- building blocks
+    def _init_coefficients(self) -> None:
+        """Start at the identity transform: identity affine bias in every luma bin, zero gains,
+        and small random weights (so every layer receives gradient from the first step)."""
+        conv = self.lowres.coefficients
+        with torch.no_grad():
+            conv.weight.normal_(0.0, 1e-3)
+            bias = torch.zeros(self.n_coeffs, self.luma_bins)
+            bias[[0, 5, 10]] = 1.0
+            conv.bias.copy_(bias.flatten())
+
+    def lowres_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The input resized to net_input_size × net_input_size (bilinear, half-pixel centres).
+
+        Shrinking without antialiasing samples the input with ``grid_sample`` at the output pixel
+        centres: the same values as ``F.interpolate(mode="bilinear", align_corners=False)``
+        without touching the pixels no output needs.
+        """
+        n = self.params.net_input_size
+        h, w = x.shape[-2:]
+        if (h, w) == (n, n):
+            return x
+        if h >= n and w >= n and not self.params.lowres_antialias:
+            ys = pixel_centres(n, device=x.device, dtype=x.dtype).view(n, 1).expand(n, n)
+            xs = pixel_centres(n, device=x.device, dtype=x.dtype).view(1, n).expand(n, n)
+            coords = torch.stack([xs, ys], dim=-1).expand(x.shape[0], n, n, 2)
+            return F.grid_sample(x, coords, mode="bilinear", padding_mode="border", align_corners=False)
+        shrink = h > n or w > n
+        return F.interpolate(
+            x, size=(n, n), mode="bilinear", align_corners=False,
+            antialias=bool(self.params.lowres_antialias and shrink),
+        )
+
+    def fullres_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The image the grid is applied to: ``x`` (clamped to [0, 1]), or its clamped bicubic upscale in sr."""
+        if self.scale == 1:
+            low, high = torch.aminmax(x)
+            return x if low >= 0 and high <= 1 else x.clamp(0, 1)
+        up = F.interpolate(x, scale_factor=self.scale, mode="bicubic", align_corners=False)
+        return up.clamp_(0, 1)
+
+    def predict_grid(self, x: torch.Tensor) -> torch.Tensor:
+        """The bilateral grid B×C×D×S×S (C coefficients, D luma bins) from the input ``x``."""
+        coeffs = self.lowres(self.lowres_input(x))
+        return rearrange(coeffs, "b (c d) h w -> b c d h w", c=self.n_coeffs)
+
+    def details(self, full: torch.Tensor) -> torch.Tensor | None:
+        """Band-pass detail of the full-resolution image (sr), B×3L×H×W, or None."""
+        return laplacian_details(full, self.detail_levels) if self.detail_levels else None
+
+    # ----------------------------------------------------------------- forward
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """B×3×h×w in [0, 1] → B×3×(h·scale)×(w·scale) in [0, 1]."""
+        grid = self.predict_grid(x)
+        full = self.fullres_input(x)
+        details = self.details(full)
+        if self._can_stream():
+            return self._forward_streamed(grid, full, details).clamp_(0, 1)
+        guide = self.guide(full)
+        coeffs = self.slice_coefficients(grid, guide)
+        return apply_coefficients(coeffs, full, details).clamp(0, 1)
+
+    def _can_stream(self) -> bool:
+        """Whether the block-of-rows inference path computes exactly what :meth:`forward` would."""
+        return (
+            not torch.is_grad_enabled()
+            and not self.training
+            and type(self).slice_coefficients is HDRNet.slice_coefficients
+            and not self.guide._forward_hooks
+            and not self.guide._forward_pre_hooks
+            and not getattr(nn.modules.module, "_global_forward_hooks", None)
+            and not getattr(nn.modules.module, "_global_forward_pre_hooks", None)
+        )
+
+    def _forward_streamed(
+        self, grid: torch.Tensor, full: torch.Tensor, details: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Guide, slice and apply block by block of rows, so intermediates stay small."""
+        b, _, height, width = full.shape
+        out = torch.empty_like(full, memory_format=torch.contiguous_format)
+        xs = pixel_centres(width, device=full.device, dtype=grid.dtype)
+        step = max(1, STREAM_BLOCK_PIXELS // max(1, b * width))
+        coords = coordinate_buffer(b * min(step, height), xs)
+        prepared = self.guide.prepare()
+        for r0 in range(0, height, step):
+            r1 = min(height, r0 + step)
+            n = r1 - r0
+            block = full[:, :, r0:r1]
+            guide = self.guide.evaluate(block, prepared)
+            rows = interpolate_rows(grid, height, r0, r1)
+            coeffs = slice_rows(rows, guide.reshape(b * n, width), xs, coords).view(b, n, self.n_coeffs, 1, width)
+            image = block.permute(0, 2, 1, 3).unsqueeze(-2)
+            detail = None if details is None else details[:, :, r0:r1].permute(0, 2, 1, 3).unsqueeze(-2)
+            target = out[:, :, r0:r1].permute(0, 2, 1, 3).unsqueeze(-2)
+            apply_coefficients(coeffs, image, detail, out=target)
+        return out
+
+
+class HDRNetTeacher(HDRNet, kdcore.Teacher):
+    """HDRNet as a teacher: the same network, loaded from a trained checkpoint."""
