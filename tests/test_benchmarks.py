@@ -1,0 +1,66 @@
+"""The benchmark scripts run end to end in ``--smoke`` mode (tiny sizes, few steps); no timing is asserted."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.fixture
+def run_all(monkeypatch):
+    """The ``benchmarks/run_all.py`` module, importable with its sibling modules."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import run_all as module
+
+    return module
+
+
+def test_smoke_run_writes_report_json_and_plots(run_all, tmp_path):
+    out = tmp_path / "results"
+    extra = tmp_path / "extra"
+    run_all._smoke_data(extra)
+    md = tmp_path / "BENCHMARKS.md"
+    assert run_all.main(["--smoke", "--out", str(out), "--markdown", str(md), "--data", str(extra)]) == 0
+
+    results = json.loads((out / "results.json").read_text())
+    assert results["mode"] == "smoke"
+    assert results["machine"]["threads"] == 2
+    for key in ("latency", "latency_sr2", "channels_last", "train_step", "memory", "compile", "gpu",
+                "quality_sr", "distill_cost", "quality_enhance", "quality_folders"):
+        assert key in results, key
+    row = results["latency"][0]
+    for name in ("hdrnet", "deformable-hdrnet", "reference"):
+        t = row["times"][name]
+        assert 0 < t["min_ms"] <= t["median_ms"]
+    assert results["memory"]["rows"][0]["peak_bytes"] > 0
+    sr = results["quality_sr"]
+    assert len(sr["distilled"]) == len(sr["alone"]) == len(sr["seeds"])
+    assert set(results["distill_cost"]["variants"]) == {"plain", "distill-cache-memory", "distill-cache-off"}
+    # the compile attempt is capped at 2 s in smoke mode: it must be recorded, not crash the run
+    assert results["compile"]["timed_out"] or results["compile"]["rows"] or results["compile"].get("error")
+
+    text = md.read_text()
+    for heading in ("## Machine", "## Targets at a glance", "### Latency, ms (min / median)", "### Peak memory",
+                    "### Training step", "### torch.compile", "## 2. Distillation step cost", "### sr ×2 on",
+                    "### enhance:", "### Extra folder", "## 4. GPU"):
+        assert heading in text, heading
+    assert "| hdrnet |" in text and "| reference |" not in text.split("### Latency")[0]
+    for png in ("latency.png", "quality_sr.png", "distill_cost.png"):
+        assert (out / png).stat().st_size > 0
+        assert f"]({png})" in text.replace("results/", "")  # linked relative to the report
+
+
+def test_unknown_data_folder_is_a_usage_error(run_all, tmp_path):
+    assert run_all.main(["--smoke", "--out", str(tmp_path), "--data", str(tmp_path / "missing")]) == 2
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_cpu_model_comes_from_proc_cpuinfo(run_all):
+    import common
+
+    assert common.cpu_model() != ""
