@@ -4,17 +4,15 @@ For "sr": both images rounded to 8 bits, compared on the luma channel
 ``Y = 16 + 65.481·R + 128.553·G + 24.966·B`` (0..255 scale, peak 255) with ``scale`` pixels
 cropped at every border. For "enhance": RGB in [0, 1], both rounded to 8 bits, no crop.
 SSIM uses an 11×11 Gaussian window with sigma 1.5 and is averaged over the positions where the
-window lies wholly inside the image (as scikit-image and the usual SR evaluation code do). Identical images would have an infinite
-PSNR, which JSON cannot hold: PSNR is capped at :data:`PSNR_CAP` dB.
+window lies wholly inside the image (as the usual SR evaluation code does; computed with
+scikit-image). Identical images would have an infinite PSNR, which JSON cannot hold: PSNR is capped at :data:`PSNR_CAP` dB.
 """
 
 from __future__ import annotations
 
 import torch
-from torchmetrics.functional.image import (
-    peak_signal_noise_ratio,
-    structural_similarity_index_measure,
-)
+from skimage.metrics import structural_similarity
+from torchmetrics.functional.image import peak_signal_noise_ratio
 
 from kdcore.data.images import quantize
 from kdcore.errors import DataError
@@ -77,19 +75,19 @@ def image_metrics(
             f"needs at least {SSIM_KERNEL}×{SSIM_KERNEL}; use larger validation images"
         )
     psnr = float(peak_signal_noise_ratio(out, ref, data_range=data_range))
-    _, ssim_map = structural_similarity_index_measure(
-        out,
-        ref,
-        gaussian_kernel=True,
-        kernel_size=SSIM_KERNEL,
-        sigma=SSIM_SIGMA,
-        data_range=data_range,
-        return_full_image=True,
+    # scikit-image's SSIM (Wang et al.'s Gaussian window, population covariances) averages over
+    # the "valid" region where the window lies inside the image, as published SR results do; it is
+    # also far faster on large images than a convolution-based implementation on the CPU.
+    a, b = out[0].cpu().numpy(), ref[0].cpu().numpy()  # C×H×W
+    channel_axis = 0 if a.shape[0] > 1 else None
+    if channel_axis is None:
+        a, b = a[0], b[0]
+    ssim = float(
+        structural_similarity(
+            a, b, data_range=data_range, channel_axis=channel_axis, gaussian_weights=True,
+            sigma=SSIM_SIGMA, use_sample_covariance=False,
+        )
     )
-    # Average only where the window lies inside the image (the "valid" region, as the
-    # published convention and scikit-image do), not over the reflection-padded border.
-    pad = (SSIM_KERNEL - 1) // 2
-    ssim = float(ssim_map[..., pad:-pad, pad:-pad].mean())
     if psnr > PSNR_CAP:  # identical images: inf
         psnr = PSNR_CAP
     return {"psnr": psnr, "ssim": ssim}
