@@ -48,7 +48,7 @@ run: $(STAMP)
 	$(VENV)/bin/kdcore run examples/quickstart.json --overwrite
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2 --nbmake $(PYTEST_ARGS) tests plugins $(wildcard tutorials/*.ipynb)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --nbmake $(PYTEST_ARGS) tests plugins $(wildcard tutorials/*.ipynb)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

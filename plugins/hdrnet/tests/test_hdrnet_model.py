@@ -13,7 +13,7 @@ import kdcore_hdrnet.model as model_module
 from kdcore_hdrnet import HDRNet, HDRNetTeacher
 from kdcore_hdrnet.reference import ReferenceHDRNet, reference_forward
 
-from conftest import make_model, perturb
+from hdrnet_helpers import make_model, perturb
 
 
 def n_params(model: torch.nn.Module) -> int:
