@@ -35,6 +35,7 @@ def _deep_set(spec: dict, key: str, value) -> None:
         node[last] = value
 
 
+@pytest.mark.filterwarnings("ignore:teacher.checkpoint")  # a checkpoint that does not exist yet
 @pytest.mark.parametrize("case", CORPUS, ids=lambda p: p.stem)
 def test_error_corpus(case, tiny_spec):
     data = json.loads(case.read_text())
