@@ -32,7 +32,10 @@ def spread(values: list[float]) -> dict[str, float]:
             "min": min(values), "max": max(values), "n": len(values)}
 
 
-def _spec(task, data, student, out, steps, seed, losses, teacher=None, lr=0.0005, cache="off") -> dict:
+LR = 0.0005  # above about 2e-3 HDRNet's fusion ReLUs die (plugins/hdrnet/README.md, "Training notes")
+
+
+def _spec(task, data, student, out, steps, seed, losses, teacher=None, lr=LR, cache="off") -> dict:
     spec = {"task": task, "data": data, "student": student, "losses": losses,
             "train": {"steps": steps, "lr": lr, "seed": seed, "warmup_steps": max(1, steps // 20),
                       "log_every": max(1, steps // 4), "teacher_cache": cache},

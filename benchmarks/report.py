@@ -346,7 +346,7 @@ def _quality(results: dict, plot_files: dict, md_dir: Path) -> str:
                  f"`deformable-hdrnet` {sr['student_spec']['params']}, **{sr['student_steps']} steps** per run, seeds "
                  f"{sr['seeds']}; *distilled* uses L1 to the target + 0.5 · relative difference to the teacher + 0.1 · "
                  "feature matching of `lowres.fusion` (1×1 conv adapter); *alone* uses L1 only, same steps, seeds and "
-                 f"data (patch {sr['data']['patch_size']}, batch {sr['data']['batch_size']}, lr 0.002, cosine schedule). "
+                 f"data (patch {sr['data']['patch_size']}, batch {sr['data']['batch_size']}, lr {quality.LR}, cosine schedule). "
                  "PSNR / SSIM on the Y channel, 8-bit output, 2-pixel border cropped. Latency: the engine's "
                  "`summary.json` (median of 5 on the first validation image, taken right after training).\n\n")
         rows = [["bicubic", f"{sr['baseline']['psnr']:.2f}", f"{sr['baseline']['ssim']:.4f}", "0", "—"],
