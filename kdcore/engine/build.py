@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pydantic
 import torch
 
 from kdcore.errors import SpecError
-from kdcore.interfaces import AdapterFactory, Loss, ModelOutput, Student, Task, Teacher, as_output
+from kdcore.interfaces import AdapterFactory, ModelOutput, Student, Task, Teacher, as_output
 from kdcore.registry import Registration, Registry
 from kdcore.spec import RunSpec, TeacherSpec, build_params, errors_to_messages, spec_error
 from kdcore.engine.checkpoints import load_weights, weights_path
