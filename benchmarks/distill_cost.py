@@ -2,9 +2,9 @@
 
 Three runs with the same student, data, batch and seed: plain supervised training, distillation
 with ``train.teacher_cache: "memory"`` and with ``"off"``. Step times are the intervals between
-the engine's ``"step"`` callback events (median over the steps after the first few, so the
+the engine's ``StepEnded`` events (median over the steps after the first few, so the
 one-off warm-up and the teacher-cache fill are excluded from the median and reported separately).
-The time spent waiting for data is measured by wrapping the engine's data loader.
+The time spent waiting for data is the ``data_seconds`` of each ``StepEnded`` event.
 """
 
 from __future__ import annotations
@@ -12,64 +12,35 @@ from __future__ import annotations
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import kdcore
-import kdcore.engine.loop as engine_loop
+from kdcore.engine.events import Event, RunStarted, StepEnded
 
 #: targets for the distillation/plain step-time ratio
 CACHE_ON_TARGET = 1.10
 CACHE_OFF_TARGET = 1.5
 
 
-class _TimedLoader:
-    """Wraps a DataLoader; adds the seconds spent in ``next()`` to a shared counter."""
-
-    def __init__(self, loader, counter: list[float]):
-        self.loader, self.counter = loader, counter
-
-    def __iter__(self) -> Iterator:
-        it = iter(self.loader)
-        while True:
-            t0 = time.perf_counter()
-            try:
-                batch = next(it)
-            except StopIteration:
-                return
-            finally:
-                self.counter.append(time.perf_counter() - t0)
-            yield batch
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-
 def timed_run(spec: dict, skip: int) -> dict[str, Any]:
     """Runs ``spec`` through ``kdcore.run``; returns step-time statistics and the data-wait fraction."""
     stamps: list[float] = []
     start: list[float] = []
-
-    def callback(event: str, **data: Any) -> None:
-        if event == "start":
-            start.append(time.perf_counter())
-        elif event == "step":
-            stamps.append(time.perf_counter())
-
     waits: list[float] = []
-    original = getattr(engine_loop, "_loader", None)
-    if original is not None:
-        engine_loop._loader = lambda *a, **k: _TimedLoader(original(*a, **k), waits)
-    try:
-        t0 = time.perf_counter()
-        summary = kdcore.run(spec, overwrite=True, callback=callback)
-        total = time.perf_counter() - t0
-    finally:
-        if original is not None:
-            engine_loop._loader = original
+
+    def callback(event: Event) -> None:
+        if isinstance(event, RunStarted):
+            start.append(time.perf_counter())
+        elif isinstance(event, StepEnded):
+            stamps.append(time.perf_counter())
+            waits.append(event.data_seconds)
+
+    t0 = time.perf_counter()
+    summary = kdcore.run(spec, overwrite=True, callback=callback)
+    total = time.perf_counter() - t0
     intervals = [b - a for a, b in zip(start + stamps, stamps)]
     steady = intervals[skip:] or intervals
-    # waits[i] belongs to step i+1 (the last entry is the loader's StopIteration)
-    steady_waits = waits[skip: len(intervals)] if waits else []
+    steady_waits = waits[skip: len(intervals)]
     return {
         "steps": len(intervals),
         "step_median_s": statistics.median(steady),

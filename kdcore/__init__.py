@@ -1,35 +1,57 @@
 """kdcore: knowledge distillation for image super-resolution and enhancement.
 
-The public surface is the names in ``__all__``; everything else is private.
+The public surface is the names in ``__all__`` and these documented submodules:
+``kdcore.interfaces`` (base classes), ``kdcore.errors``, ``kdcore.data`` (image I/O, SR
+resampling, data sources), ``kdcore.metrics`` (PSNR/SSIM with the SR conventions),
+``kdcore.plan`` (RunPlan), ``kdcore.engine.events`` (what training callbacks receive),
+``kdcore.engine.evaluate`` (whole-image evaluation) and ``kdcore.testing`` (pytest helpers for
+plugin authors). Every other module, and every name with a leading underscore, is internal.
 """
 
 from __future__ import annotations
 
 from kdcore.errors import KdcoreError, SpecError
 from kdcore.hookspecs import hookimpl
-from kdcore.interfaces import Adapter, Loss, ModelOutput, Student, Task, Teacher
+from kdcore.interfaces import (
+    KIND_TABLE,
+    Adapter,
+    AdapterFactory,
+    Loss,
+    ModelOutput,
+    Params,
+    Student,
+    Task,
+    Teacher,
+    as_output,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "KIND_TABLE",
     "Adapter",
+    "AdapterFactory",
     "KdcoreError",
     "Loss",
     "ModelOutput",
+    "Params",
+    "RunPlan",
     "SpecError",
     "Student",
     "Task",
     "Teacher",
     "__version__",
+    "as_output",
     "create",
     "hookimpl",
     "list_components",
     "load",
+    "plan",
     "run",
     "validate",
 ]
 
-_API = {"run", "validate", "create", "load", "list_components"}
+_API = {"run", "validate", "create", "load", "list_components", "plan"}
 
 
 def __getattr__(name: str):
@@ -38,4 +60,8 @@ def __getattr__(name: str):
         from kdcore import api
 
         return getattr(api, name)
+    if name == "RunPlan":
+        from kdcore.plan import RunPlan
+
+        return RunPlan
     raise AttributeError(f"module 'kdcore' has no attribute {name!r}")

@@ -2,121 +2,70 @@
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
-from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-import kdcore
+from kdcore.engine.events import Callback
 from kdcore.errors import KdcoreError, SpecError
 from kdcore.interfaces import Task
+from kdcore.plan import RunPlan, SpecLike, build_component
 from kdcore.plugins import get_plugins, get_registry
 from kdcore.registry import PLURAL, SINGULAR
-from kdcore.spec import (
-    BUILTIN_PREFIX,
-    PairedSource,
-    RunSpec,
-    apply_overrides,
-    components_of,
-    load_raw,
-    parse,
-    resolve_components,
-    spec_error,
-)
+from kdcore.spec import RunSpec
+
+if TYPE_CHECKING:
+    from kdcore.engine.build import BuiltRun
 
 
-def _overrides(overrides: dict[str, Any]) -> dict[str, Any]:
-    return {k.replace("__", "."): v for k, v in overrides.items()}
+def plan(spec: SpecLike, **overrides: Any) -> RunPlan:
+    """The spec resolved once into a :class:`kdcore.plan.RunPlan` (no model is built).
+
+    ``overrides`` use the ``--set`` spelling with ``__`` for dots: ``train__steps=10``.
+    """
+    return RunPlan.from_spec(spec, overrides)
 
 
-def _check_sources(spec: RunSpec) -> None:
-    from kdcore.data import IMAGE_EXTENSIONS, builtin_names
-
-    messages = []
-    sources = [(f"data.{key}", getattr(spec.data, key)) for key in ("train", "val")]
-    sources += [(f"data.unlabeled[{i}]", u) for i, u in enumerate(spec.data.unlabeled)]
-    for where, src in sources:
-        folders = []
-        if isinstance(src, PairedSource):
-            folders = [(f"{where}.input", src.input), (f"{where}.target", src.target)]
-        elif src.startswith(BUILTIN_PREFIX):
-            names = builtin_names()
-            if src[len(BUILTIN_PREFIX):] not in names:
-                valid = ", ".join(BUILTIN_PREFIX + n for n in names)
-                messages.append(f"{where}: unknown built-in data {src!r}; valid: {valid}")
-        else:
-            folders = [(where, src)]
-        for w, folder in folders:
-            p = Path(folder)
-            if not p.is_dir():
-                messages.append(f"{w}: folder {p} does not exist" if not p.exists() else f"{w}: {p} is not a folder")
-            elif not any(f.suffix.lower() in IMAGE_EXTENSIONS for f in p.iterdir() if not f.name.startswith(".")):
-                messages.append(f"{w}: folder {p} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
-    if messages:
-        raise spec_error(messages)
-
-
-def prepare(spec: dict | str | os.PathLike | RunSpec, overrides: dict[str, Any] | None = None) -> RunSpec:
-    """Parses, applies overrides, resolves paths and components; no model is built."""
-    raw, base = load_raw(spec)
-    if overrides:
-        raw = apply_overrides(raw, _overrides(overrides))
-    run_spec = parse(raw, base)
-    resolve_components(run_spec, get_registry())
-    _check_sources(run_spec)
-    import timm.optim
-
-    if run_spec.train.optimizer.lower() not in {o.lower() for o in timm.optim.list_optimizers()}:
-        raise SpecError(
-            f"train.optimizer: unknown optimizer {run_spec.train.optimizer!r}; "
-            "timm.optim.list_optimizers() lists the names (e.g. adamw, adam, sgd, lion)"
-        )
-    return run_spec
-
-
-def validate(spec: dict | str | os.PathLike | RunSpec, **overrides: Any) -> RunSpec:
-    """Everything that can be checked without training, including a tiny forward pass that checks
-    feature-layer paths and builds the adapters. Raises :class:`kdcore.SpecError`."""
+def check(spec: SpecLike, **overrides: Any) -> tuple[RunPlan, BuiltRun]:
+    """Everything ``validate`` checks; returns the plan and its modules, built on the CPU."""
     from kdcore.engine.build import build_run
 
-    run_spec = prepare(spec, overrides)
-    build_run(run_spec, get_registry(), torch.device("cpu"), for_run=False)
-    return run_spec
+    run_plan = RunPlan.from_spec(spec, overrides)
+    return run_plan, build_run(run_plan, torch.device("cpu"), for_run=False)
 
 
-def resolved_spec(spec: RunSpec) -> dict:
-    """The spec as a run folder stores it: defaults filled in, plugin versions recorded."""
-    data = spec.to_json()
-    used = {"kdcore": kdcore.__version__}
-    for where, _, _ in components_of(spec):
-        reg = spec.registration(where)
-        used[reg.distribution] = reg.version
-    data["plugins"] = dict(sorted(used.items()))
-    return data
+def validate(spec: SpecLike, **overrides: Any) -> RunSpec:
+    """Everything that can be checked without training, including a tiny forward pass that checks
+    feature-layer paths and builds the adapters. Raises :class:`kdcore.SpecError`."""
+    return check(spec, **overrides)[0].spec
 
 
 def run(
-    spec: dict | str | os.PathLike | RunSpec,
+    spec: SpecLike | RunPlan,
     *,
     resume: bool = False,
     overwrite: bool = False,
-    callback: Callable[..., None] | None = None,
+    callback: Callback | None = None,
+    callbacks: list[Callback] | tuple[Callback, ...] = (),
     **overrides: Any,
 ) -> dict:
     """Trains as the spec says (``kdcore run``) and returns the content of summary.json.
 
     ``overrides`` use the ``--set`` spelling with ``__`` for dots: ``train__steps=10``.
+    ``callback`` / ``callbacks`` receive the typed events of :mod:`kdcore.engine.events`.
     """
-    from kdcore.engine.loop import train
+    from kdcore.engine.trainer import train
 
-    run_spec = prepare(spec, overrides)
+    if isinstance(spec, RunPlan):
+        run_plan = spec.with_overrides(**overrides) if overrides else spec
+    else:
+        run_plan = RunPlan.from_spec(spec, overrides)
+    every = [*([callback] if callback is not None else []), *callbacks]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return train(run_spec, get_registry(), resolved=resolved_spec(run_spec), resume=resume,
-                     overwrite=overwrite, callback=callback)
+        return train(run_plan, callbacks=every, resume=resume, overwrite=overwrite)
 
 
 def create(kind: str, name: str, params: dict | None = None, task: Task | None = None, **kwargs: Any):
@@ -124,8 +73,6 @@ def create(kind: str, name: str, params: dict | None = None, task: Task | None =
 
     Adapters also need ``in_channels`` and ``out_channels``.
     """
-    from kdcore.engine.build import instantiate
-
     kind = SINGULAR.get(kind, kind)
     if kind not in PLURAL:
         raise SpecError(f"kind must be one of {', '.join(PLURAL)}, not {kind!r}")
@@ -133,24 +80,16 @@ def create(kind: str, name: str, params: dict | None = None, task: Task | None =
         raise SpecError("create('adapter', ...) needs in_channels= and out_channels=")
     reg = get_registry().lookup(kind, name)
     task = task if task is not None else Task(kind="sr", scale=2)
-    return instantiate(reg, params, task, **kwargs)
+    return build_component(reg, params, task, **kwargs)
 
 
 def load(run_dir: str | os.PathLike) -> torch.nn.Module:
     """The trained student of a run folder, in eval mode, with its weights loaded."""
-    from kdcore.engine.build import instantiate
     from kdcore.engine.checkpoints import WEIGHTS, load_weights
 
-    folder = Path(run_dir)
-    spec_file = folder / "spec.json"
-    if not spec_file.exists():
-        raise KdcoreError(f"{folder}: not a kdcore run folder (no spec.json)")
-    raw = json.loads(spec_file.read_text())
-    task = Task.model_validate(raw["task"])
-    student = raw["student"]
-    reg = get_registry().lookup("student", student["name"], where=f"{spec_file}: student.name")
-    model = instantiate(reg, student.get("params", {}), task, where="student")
-    load_weights(model, folder / WEIGHTS, where=str(folder))
+    run_plan = RunPlan.from_run(run_dir)
+    model = run_plan.student.build(run_plan.task)
+    load_weights(model, os.path.join(run_dir, WEIGHTS), where=str(run_dir))
     return model.eval()
 
 

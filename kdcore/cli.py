@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from kdcore.errors import KdcoreError, SpecError
+from kdcore.interfaces import KIND_TABLE
 
 
 class _Parser(argparse.ArgumentParser):
@@ -60,29 +61,36 @@ def format_table(summary: dict) -> str:
 
 
 class _Progress:
-    """A tqdm progress bar fed by the engine's callback (step, loss terms, it/s, ETA)."""
+    """A tqdm progress bar fed by the engine's typed events (step, loss terms, it/s, ETA)."""
 
     def __init__(self, enabled: bool):
         self.enabled = enabled
         self.bar = None
 
-    def __call__(self, event: str, **data: Any) -> None:
+    def __call__(self, event) -> None:
         from tqdm import tqdm
 
-        if event == "start" and self.enabled:
-            self.bar = tqdm(total=data["total"], initial=data["step"], desc="train", unit="step",
+        from kdcore.engine import events
+
+        if isinstance(event, events.RunStarted) and self.enabled:
+            self.bar = tqdm(total=event.total, initial=event.step, desc="train", unit="step",
                             dynamic_ncols=True, file=sys.stderr)
-        elif event == "step" and self.bar is not None:
+        elif isinstance(event, events.StepEnded) and self.bar is not None:
             self.bar.update(1)
-            self.bar.set_postfix({k: f"{v:.4g}" for k, v in data["terms"].items()}, refresh=False)
-        elif event == "eval":
-            m = data["metrics"]["student"]
-            msg = f"step {data['step']}: val PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f}"
-            (self.bar.write(msg, file=sys.stderr) if self.bar is not None else print(msg, file=sys.stderr))
-        elif event == "message":
-            print(data["text"], file=sys.stderr)
-        elif event == "end" and self.bar is not None:
+            self.bar.set_postfix({k: f"{v:.4g}" for k, v in event.terms.items()}, refresh=False)
+        elif isinstance(event, events.Evaluated):
+            m = event.metrics["student"]
+            self._print(f"step {event.step}: val PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f}")
+        elif isinstance(event, events.Message):
+            self._print(event.text if event.level == "info" else f"warning: {event.text}")
+        elif isinstance(event, events.RunEnded) and self.bar is not None:
             self.bar.close()
+
+    def _print(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr)
 
 
 def _launch(args) -> int:
@@ -123,11 +131,11 @@ def _cmd_run(args) -> int:
 
 def _cmd_validate(args) -> int:
     from kdcore import api
-    from kdcore.spec import components_of, parse_set
+    from kdcore.spec import parse_set
 
-    spec = api.validate(args.spec, **parse_set(args.set or []))
-    names = ", ".join(f"{w}={c.name}" for w, _, c in components_of(spec))
-    print(f"{args.spec}: valid ({names}; {spec.train.steps} steps -> {spec.output})")
+    plan, _ = api.check(args.spec, **parse_set(args.set or []))
+    names = ", ".join(f"{c.where}={c.name}" for c in plan.components())
+    print(f"{args.spec}: valid ({names}; {plan.train.steps} steps -> {plan.output})")
     return 0
 
 
@@ -188,26 +196,28 @@ def _cmd_eval(args) -> int:
     import torch
 
     from kdcore import api
-    from kdcore.data import load_pairs
+    from kdcore.data import source_from_spec
     from kdcore.engine.evaluate import baseline_name, evaluate
-    from kdcore.spec import BUILTIN_PREFIX, RunSpec
+    from kdcore.plan import RunPlan
 
     run_dir = Path(args.run_dir)
+    plan = RunPlan.from_run(run_dir)
     student = api.load(run_dir)
-    raw = json.loads((run_dir / "spec.json").read_text())
-    spec = RunSpec.model_validate(raw)
-    source: Any = spec.data.val
+    source = plan.val_data
     if args.data:
-        source = args.data if args.data.startswith(BUILTIN_PREFIX) else Path(args.data).resolve()
-    elif isinstance(source, str) and not source.startswith(BUILTIN_PREFIX):
-        source = Path(source)
-    elif not isinstance(source, str):
-        source = {"input": Path(source.input), "target": Path(source.target)}
-    pairs = load_pairs(source, spec.task, where="--data")
+        value: Any = args.data
+        if args.data.lstrip().startswith("{"):
+            try:
+                value = json.loads(args.data)
+            except json.JSONDecodeError as exc:
+                raise SpecError(f"--data: not valid JSON ({exc.msg}); give builtin:NAME, a folder, "
+                                "or '{\"input\": FOLDER, \"target\": FOLDER}'") from None
+        source = source_from_spec(value, where="--data")
+    pairs = source.load(plan.task)
     if any(p.target is None for p in pairs):
         raise SpecError("--data: these images have no targets to measure against; give {input,target} folders")
-    result = evaluate(student, pairs, spec.task, torch.device("cpu"))
-    out = {"student": result["student"], "baseline": {"name": baseline_name(spec.task), **result["baseline"]},
+    result = evaluate(student, pairs, plan.task, torch.device("cpu"))
+    out = {"student": result["student"], "baseline": {"name": baseline_name(plan.task), **result["baseline"]},
            "images": len(pairs)}
     if args.json:
         print(json.dumps(out, indent=2))
@@ -283,14 +293,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_plugins)
 
     p = sub.add_parser("list", help="registered components with summaries and params")
-    p.add_argument("kind", nargs="?", choices=["teachers", "students", "losses", "adapters"])
+    p.add_argument("kind", nargs="?", choices=[k.plural for k in KIND_TABLE.values()])
     p.add_argument("--pattern", default="*", help="wildcard on names, e.g. '*hdr*'")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("eval", help="metrics of a trained student")
     p.add_argument("run_dir")
-    p.add_argument("--data", help="builtin:NAME or a folder (default: the run's data.val)")
+    p.add_argument("--data", help="builtin:NAME, a folder, or '{\"input\": DIR, \"target\": DIR}' (default: the run's data.val)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_eval)
 
@@ -306,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("new-plugin", help="scaffold a plugin package in a new folder NAME/")
     p.add_argument("name")
-    p.add_argument("--kind", choices=["loss", "student", "teacher", "adapter"], default="loss")
+    p.add_argument("--kind", choices=list(KIND_TABLE), default="loss", help="kind of component (default: %(default)s)")
     p.add_argument("--dest", default=".", help="folder in which NAME/ is created")
     p.set_defaults(func=_cmd_new_plugin)
     return parser

@@ -31,9 +31,11 @@ def kdcore_register_adapters(register):
     """Register :class:`kdcore.Adapter` subclasses."""
 
 
-HOOKS: dict[str, str] = {
-    "student": "kdcore_register_students",
-    "teacher": "kdcore_register_teachers",
-    "loss": "kdcore_register_losses",
-    "adapter": "kdcore_register_adapters",
-}
+def _hooks() -> dict[str, str]:
+    from kdcore.interfaces import KIND_TABLE
+
+    return {k: v.hook for k, v in KIND_TABLE.items()}
+
+
+HOOKS: dict[str, str] = _hooks()
+"""kind -> hook name (from :data:`kdcore.interfaces.KIND_TABLE`)."""

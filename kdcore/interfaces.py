@@ -91,6 +91,13 @@ class Loss(torch.nn.Module):
     over in ``ModelOutput.features``. Once the shapes are known (a first forward pass), the engine
     calls :meth:`setup`, where the loss creates any adapters it needs; their parameters are
     trained with the student.
+
+    What a loss needs, said once by these methods: :meth:`uses_target` (the ground truth),
+    :meth:`uses_teacher` (the teacher's image), :meth:`teacher_features` and
+    :meth:`student_features` (feature maps by module path); :meth:`requires_teacher` refuses a
+    spec without a teacher. Rows that have no ground truth (``data.unlabeled``, an ``enhance``
+    folder without targets) receive the teacher's image as ``target``: a loss that compares with
+    the target learns from the teacher there (the run log says so).
     """
 
     Params: ClassVar[type[pydantic.BaseModel]] = Params
@@ -163,9 +170,25 @@ class AdapterFactory:
         return self._build(name, params, in_channels, out_channels, where)
 
 
-COMPONENT_KINDS: dict[str, type[torch.nn.Module]] = {
-    "student": Student,
-    "teacher": Teacher,
-    "loss": Loss,
-    "adapter": Adapter,
+@dataclass(frozen=True)
+class ComponentKind:
+    """One kind of component: its name, plural (CLI, `kdcore list`), base class and pluggy hook."""
+
+    name: str
+    plural: str
+    base: type[torch.nn.Module]
+    hook: str
+
+
+KIND_TABLE: dict[str, ComponentKind] = {
+    k.name: k
+    for k in (
+        ComponentKind("student", "students", Student, "kdcore_register_students"),
+        ComponentKind("teacher", "teachers", Teacher, "kdcore_register_teachers"),
+        ComponentKind("loss", "losses", Loss, "kdcore_register_losses"),
+        ComponentKind("adapter", "adapters", Adapter, "kdcore_register_adapters"),
+    )
 }
+"""The one table of component kinds: hook specs, registry, CLI, schema and scaffold use it."""
+
+COMPONENT_KINDS: dict[str, type[torch.nn.Module]] = {k: v.base for k, v in KIND_TABLE.items()}

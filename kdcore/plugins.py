@@ -60,9 +60,6 @@ class PluginSet:
     registry: Registry
     records: list[PluginRecord]
 
-    def versions(self) -> dict[str, str]:
-        return {r.distribution: r.version for r in self.records if r.status == "loaded"}
-
 
 def _env_names(var: str) -> set[str] | None:
     value = os.environ.get(var)

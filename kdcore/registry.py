@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 import pydantic
 
 from kdcore.errors import ComponentError, PluginError
-from kdcore.interfaces import COMPONENT_KINDS
+from kdcore.interfaces import COMPONENT_KINDS, KIND_TABLE
 
 NAME_PATTERN = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 
-PLURAL = {"student": "students", "teacher": "teachers", "loss": "losses", "adapter": "adapters"}
+PLURAL = {k: v.plural for k, v in KIND_TABLE.items()}
 SINGULAR = {v: k for k, v in PLURAL.items()}
 
 
@@ -66,13 +66,6 @@ class Registry:
 
     def add(self, reg: Registration) -> None:
         self.entries[reg.kind].append(reg)
-
-    def remove_plugin(self, plugin: str) -> None:
-        for kind in self.entries:
-            self.entries[kind] = [r for r in self.entries[kind] if r.plugin != plugin]
-
-    def names(self, kind: str) -> list[str]:
-        return sorted({r.name for r in self.entries[kind]})
 
     def _matches(self, kind: str, name: str) -> list[Registration]:
         plugin, sep, bare = name.partition(":")

@@ -13,9 +13,9 @@ from typing import Annotated, Any, Literal, Union
 import pydantic
 from pydantic import ConfigDict, Discriminator, Field, Tag
 
-from kdcore.errors import ComponentError, SpecError
+from kdcore.errors import SpecError
 from kdcore.interfaces import Task
-from kdcore.registry import Registration, Registry
+from kdcore.registry import Registry
 
 BUILTIN_PREFIX = "builtin:"
 
@@ -24,7 +24,7 @@ class _Strict(pydantic.BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class PairedSource(_Strict):
+class PairedFolders(_Strict):
     """Two folders of images matched by file name: inputs and their targets."""
 
     input: str = Field(description="folder of input images")
@@ -32,11 +32,11 @@ class PairedSource(_Strict):
 
 
 def _source_tag(value: Any) -> str:
-    return "paired" if isinstance(value, (dict, PairedSource)) else "path"
+    return "paired" if isinstance(value, (dict, PairedFolders)) else "path"
 
 
 DataSource = Annotated[
-    Union[Annotated[str, Tag("path")], Annotated[PairedSource, Tag("paired")]],
+    Union[Annotated[str, Tag("path")], Annotated[PairedFolders, Tag("paired")]],
     Discriminator(_source_tag),
 ]
 
@@ -134,7 +134,6 @@ class RunSpec(_Strict):
     )
 
     _base_dir: Path = pydantic.PrivateAttr(default_factory=Path.cwd)
-    _components: dict[str, Registration] = pydantic.PrivateAttr(default_factory=dict)
 
     # -- convenience --------------------------------------------------------------------------
     @property
@@ -145,10 +144,6 @@ class RunSpec(_Strict):
 
     def teacher_location(self, i: int) -> str:
         return f"teacher[{i}]" if isinstance(self.teacher, list) else "teacher"
-
-    def registration(self, where: str) -> Registration:
-        """The registration a component at spec location ``where`` (e.g. 'losses[0]') resolved to."""
-        return self._components[where]
 
     def to_json(self) -> dict:
         return self.model_dump(mode="json")
@@ -354,7 +349,7 @@ def _resolve_paths(spec: RunSpec) -> None:
     base = spec._base_dir
     for key in ("train", "val"):
         src = getattr(spec.data, key)
-        if isinstance(src, PairedSource):
+        if isinstance(src, PairedFolders):
             src.input = _resolve(base, src.input)
             src.target = _resolve(base, src.target)
         elif not src.startswith(BUILTIN_PREFIX):
@@ -364,41 +359,6 @@ def _resolve_paths(spec: RunSpec) -> None:
         if comp.checkpoint is not None:
             comp.checkpoint = _resolve(base, comp.checkpoint)
     spec.output = _resolve(base, spec.output)
-
-
-def components_of(spec: RunSpec) -> list[tuple[str, str, ComponentSpec]]:
-    """(spec location, kind, component spec) of every component the spec names."""
-    out: list[tuple[str, str, ComponentSpec]] = [("student", "student", spec.student)]
-    out += [(spec.teacher_location(i), "teacher", t) for i, t in enumerate(spec.teachers)]
-    out += [(f"losses[{i}]", "loss", l) for i, l in enumerate(spec.losses)]
-    return out
-
-
-def resolve_components(spec: RunSpec, registry: Registry) -> None:
-    """Looks every name up and validates (and fills in) its params; errors name the location."""
-    messages = []
-    for where, kind, comp in components_of(spec):
-        try:
-            reg = registry.lookup(kind, comp.name, where=f"{where}.name")
-        except ComponentError as exc:
-            messages.append(str(exc))
-            continue
-        try:
-            params = reg.cls.Params.model_validate(comp.params)
-        except pydantic.ValidationError as exc:
-            messages += errors_to_messages(exc, reg.cls.Params, prefix=f"{where}.params")
-            continue
-        comp.params = params.model_dump(mode="json")
-        spec._components[where] = reg
-    if messages:
-        raise spec_error(messages)
-
-
-def build_params(spec: RunSpec, where: str) -> pydantic.BaseModel:
-    """The validated Params object of the component at ``where``."""
-    reg = spec.registration(where)
-    comp = dict((w, c) for w, _, c in components_of(spec))[where]
-    return reg.cls.Params.model_validate(comp.params)
 
 
 # -- JSON schema ------------------------------------------------------------------------------

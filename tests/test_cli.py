@@ -87,4 +87,4 @@ def test_schema_plugins_list():
 
 def test_unknown_run_folder_is_an_error(tmp_path):
     out = kd("eval", tmp_path)
-    assert out.returncode == 1 and "not a kdcore run folder" in out.stderr
+    assert out.returncode == 2 and "not a kdcore run folder" in out.stderr

@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 import kdcore
+from kdcore.engine.events import StepEnded
 from kdcore.engine.taps import FeatureTaps
 from kdcore.errors import SpecError, TrainingError
 
@@ -43,7 +44,7 @@ def test_distillation_with_features_and_adapters(tiny_spec, tmp_path):
     spec["losses"] = [{"name": "l1", "params": {"against": "teacher"}}, {"name": "feat-l2", "weight": 0.1}]
     kdcore.validate(spec)
     steps = []
-    summary = kdcore.run(spec, callback=lambda event, **d: steps.append(d["terms"]) if event == "step" else None)
+    summary = kdcore.run(spec, callback=lambda e: steps.append(e.terms) if isinstance(e, StepEnded) else None)
     assert summary["teacher"]["name"] == "tiny-sr" and summary["teacher"]["psnr"] is not None
     assert set(steps[0]) == {"l1", "feat-l2"}
     state = torch.load(f"{spec['output']}/checkpoint.pt", weights_only=True)
@@ -77,8 +78,8 @@ def test_interrupted_run_resumes_to_identical_weights(tiny_spec, tmp_path):
 
     part = dict(full, output=str(tmp_path / "part"))
 
-    def stop_at_3(event, **data):
-        if event == "step" and data["step"] == 3:
+    def stop_at_3(event):
+        if isinstance(event, StepEnded) and event.step == 3:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):

@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 import kdcore
+from kdcore.engine.events import StepEnded
 from kdcore.errors import SpecError
 
 
@@ -114,11 +115,9 @@ def test_multi_teacher_ensemble_and_features_by_index(tiny_spec, tmp_path):
         kdcore.validate(spec)
 
     from kdcore.engine.build import build_run
-    from kdcore.plugins import get_registry
 
     spec["losses"] = [{"name": "l1", "params": {"against": "teacher"}}]
-    validated = kdcore.validate(spec)
-    run = build_run(validated, get_registry(), torch.device("cpu"), for_run=True)
+    run = build_run(kdcore.plan(spec), torch.device("cpu"), for_run=True)
     x = torch.rand(1, 3, 8, 8)
     a, b = (torch.nn.Sequential(t).eval() for t in run.teachers)
     with torch.no_grad():
@@ -144,38 +143,36 @@ def test_bf16_autocast_runs(tiny_spec):
 
 def test_unlabeled_zoom_in_data(tiny_spec, tiny_images):
     from kdcore.data import load_image
-    from kdcore.engine.loop import load_unlabeled
+    from kdcore.engine.feed import load_unlabeled
 
     tiny_spec["teacher"] = {"name": "gamma-up"}
     tiny_spec["data"].update(batch_size=4, unlabeled=[str(tiny_images["val"])], unlabeled_ratio=0.5)
-    spec = kdcore.validate(tiny_spec)
-    pairs = load_unlabeled(spec)
+    pairs = load_unlabeled(kdcore.plan(tiny_spec))
     # zoom-in: the unlabelled images are inputs at their own resolution (not downscaled), no target
     assert [p.target for p in pairs] == [None, None]
     assert torch.equal(pairs[1].input, load_image(tiny_images["val"] / "coffee.png"))
     steps = []
-    summary = kdcore.run(tiny_spec, callback=lambda e, **d: steps.append(d) if e == "step" else None)
+    summary = kdcore.run(tiny_spec, callback=lambda e: steps.append(e) if isinstance(e, StepEnded) else None)
     assert summary["steps"] == 3 and len(steps) == 3
     with pytest.raises(SpecError, match="data.unlabeled: unlabelled images are learnt from a teacher"):
         kdcore.validate(dict(tiny_spec, teacher=None))
 
 
 def test_step_inputs_mix_labelled_and_unlabelled(tiny_spec, tiny_images):
-    from kdcore.data import PatchDataset, load_pairs
+    from kdcore.data import PatchDataset
     from kdcore.engine.build import build_run
-    from kdcore.engine.loop import _step_inputs, load_unlabeled
+    from kdcore.engine.feed import load_unlabeled, step_inputs
     from kdcore.interfaces import Task
-    from kdcore.plugins import get_registry
 
     tiny_spec["teacher"] = {"name": "gamma-up"}
     tiny_spec["data"].update(batch_size=4, unlabeled=[str(tiny_images["val"])])
-    spec = kdcore.validate(tiny_spec)
-    run = build_run(spec, get_registry(), torch.device("cpu"), for_run=True)
-    labelled = PatchDataset(load_pairs(spec.data.train, spec.task, where="t"), spec.task, 32, length=2, seed=0)
-    unlabelled = PatchDataset(load_unlabeled(spec), Task(kind="enhance"), 16, length=2, seed=1)
+    plan = kdcore.plan(tiny_spec)
+    run = build_run(plan, torch.device("cpu"), for_run=True)
+    labelled = PatchDataset(plan.train_data.load(plan.task), plan.task, 32, length=2, seed=0)
+    unlabelled = PatchDataset(load_unlabeled(plan), Task(kind="enhance"), 16, length=2, seed=1)
     collate = torch.utils.data.default_collate
     batches = [collate([labelled[0], labelled[1]]), collate([unlabelled[0], unlabelled[1]])]
-    x, t_out, target = _step_inputs(batches, run, None, spec, torch.device("cpu"))
+    x, t_out, target = step_inputs(batches, run, None, plan.task.scale, torch.device("cpu"))
     assert x.shape == (4, 3, 16, 16)
     assert torch.equal(target[:2], batches[0]["target"])  # ground truth for the labelled rows
     assert torch.equal(target[2:], t_out.image[2:])  # the teacher's output for the unlabelled rows

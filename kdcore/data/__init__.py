@@ -14,10 +14,26 @@ from kdcore.data.images import (
     upscale_bicubic,
 )
 from kdcore.data.patches import NUM_AUGMENTATIONS, PatchDataset, PatchLocation, apply_aug, crop
-from kdcore.data.sources import ImagePair, list_image_files, load_pairs
+from kdcore.data.sources import (
+    BuiltinSource,
+    DataSource,
+    FolderSource,
+    ImagePair,
+    PairedSource,
+    UnlabeledSource,
+    list_image_files,
+    load_pairs,
+    source_from_spec,
+)
 
 __all__ = [
     "BUILTIN_DATASETS",
+    "BuiltinSource",
+    "DataSource",
+    "FolderSource",
+    "PairedSource",
+    "UnlabeledSource",
+    "source_from_spec",
     "IMAGE_EXTENSIONS",
     "NUM_AUGMENTATIONS",
     "ImagePair",

@@ -87,7 +87,6 @@ class PatchDataset(Dataset):
         self.length = length
         self.seed = int(seed)
         self.augment = augment
-        self.where = where
         for pair in self.pairs:
             height, width = pair.input.shape[-2:]
             if height < self.input_patch or width < self.input_patch:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from dataclasses import dataclass, field
 from typing import NamedTuple, Union
 
 import torch
 
-from kdcore.data.builtin import BUILTIN_PREFIX, load_builtin
+from kdcore.data.builtin import BUILTIN_DATASETS, BUILTIN_PREFIX, load_builtin
 from kdcore.data.images import IMAGE_EXTENSIONS, crop_to_multiple, downscale, load_image
 from kdcore.errors import DataError
 from kdcore.interfaces import Task
@@ -95,43 +96,172 @@ def _listed(names: list[str]) -> str:
     return shown + (f", ... ({len(names)} in all)" if len(names) > _MAX_LISTED else "")
 
 
-def _load_paired(folders: dict, task: Task, where: str) -> list[ImagePair]:
-    if set(folders) != {"input", "target"}:
-        raise DataError(
-            f"{where}: a paired source needs exactly the keys 'input' and 'target' "
-            f"(got {sorted(map(str, folders))})"
-        )
-    input_dir, target_dir = Path(folders["input"]), Path(folders["target"])
-    inputs = _by_stem(list_image_files(input_dir, where=f"{where}.input"), input_dir, where)
-    targets = _by_stem(list_image_files(target_dir, where=f"{where}.target"), target_dir, where)
-    only_input = sorted(set(inputs) - set(targets))
-    only_target = sorted(set(targets) - set(inputs))
-    if only_input or only_target:
-        problems = []
-        if only_input:
-            problems.append(f"no target in {target_dir} for: {_listed(only_input)}")
-        if only_target:
-            problems.append(f"no input in {input_dir} for: {_listed(only_target)}")
-        raise DataError(f"{where}: unmatched images ({'; '.join(problems)}); pairs are matched by file name")
-    pairs = []
-    for stem in sorted(inputs):
-        low = _load(inputs[stem], where)
-        high = _load(targets[stem], where)
-        expected = (low.shape[-2] * task.scale, low.shape[-1] * task.scale)
-        if tuple(high.shape[-2:]) != expected:
-            relation = (
-                f"{task.scale}× the input size" if task.kind == "sr" else "the same size as the input"
-            )
+class DataSource:
+    """Where images come from; ``load(task)`` turns them into :class:`ImagePair` rows.
+
+    Sources are small frozen values (they compare equal when they name the same data) built from
+    the spec by :func:`source_from_spec`. ``where`` is the spec location error messages name.
+    """
+
+    where: str
+
+    def load(self, task: Task) -> list[ImagePair]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def check(self) -> None:
+        """Cheap checks that need no decoding (folders exist and hold images); raises DataError."""
+
+    def has_targets(self, task: Task) -> bool:
+        """Whether ``load`` gives ground-truth targets for ``task``."""
+        return task.kind == "sr"
+
+    def to_spec(self) -> str | dict:
+        """The spec spelling of this source (what ``spec.json`` stores)."""
+        raise NotImplementedError  # pragma: no cover
+
+
+@dataclass(frozen=True)
+class BuiltinSource(DataSource):
+    """``builtin:NAME``: photographs that ship inside scikit-image (nothing is downloaded)."""
+
+    name: str
+    where: str = field(default="data", compare=False)
+
+    def check(self) -> None:
+        if self.name not in BUILTIN_DATASETS:
+            valid = ", ".join(BUILTIN_PREFIX + n for n in BUILTIN_DATASETS)
+            raise DataError(f"{self.where}: unknown built-in data {BUILTIN_PREFIX + self.name!r}; valid: {valid}")
+
+    def load(self, task: Task) -> list[ImagePair]:
+        spelled = BUILTIN_PREFIX + self.name
+        return [_make_pair(name, image, task, f"{spelled}/{name}", self.where)
+                for name, image in load_builtin(spelled, where=self.where)]
+
+    def to_spec(self) -> str:
+        return BUILTIN_PREFIX + self.name
+
+
+@dataclass(frozen=True)
+class FolderSource(DataSource):
+    """A folder of images: high-resolution images for ``sr``, inputs without targets for ``enhance``."""
+
+    path: Path
+    where: str = field(default="data", compare=False)
+
+    def check(self) -> None:
+        list_image_files(self.path, where=self.where)
+
+    def load(self, task: Task) -> list[ImagePair]:
+        return [_make_pair(path.stem, _load(path, self.where), task, str(path), self.where)
+                for path in list_image_files(self.path, where=self.where)]
+
+    def to_spec(self) -> str:
+        return str(self.path)
+
+
+@dataclass(frozen=True)
+class PairedSource(DataSource):
+    """Two folders, inputs and targets, matched by file stem (``{"input": ..., "target": ...}``)."""
+
+    input: Path
+    target: Path
+    where: str = field(default="data", compare=False)
+
+    def _matched(self) -> tuple[dict[str, Path], dict[str, Path]]:
+        inputs = _by_stem(list_image_files(self.input, where=f"{self.where}.input"), self.input, self.where)
+        targets = _by_stem(list_image_files(self.target, where=f"{self.where}.target"), self.target, self.where)
+        only_input = sorted(set(inputs) - set(targets))
+        only_target = sorted(set(targets) - set(inputs))
+        if only_input or only_target:
+            problems = []
+            if only_input:
+                problems.append(f"no target in {self.target} for: {_listed(only_input)}")
+            if only_target:
+                problems.append(f"no input in {self.input} for: {_listed(only_target)}")
+            raise DataError(f"{self.where}: unmatched images ({'; '.join(problems)}); pairs are matched by file name")
+        return inputs, targets
+
+    def check(self) -> None:
+        self._matched()
+
+    def has_targets(self, task: Task) -> bool:
+        return True
+
+    def load(self, task: Task) -> list[ImagePair]:
+        inputs, targets = self._matched()
+        pairs = []
+        for stem in sorted(inputs):
+            low = _load(inputs[stem], self.where)
+            high = _load(targets[stem], self.where)
+            expected = (low.shape[-2] * task.scale, low.shape[-1] * task.scale)
+            if tuple(high.shape[-2:]) != expected:
+                relation = f"{task.scale}× the input size" if task.kind == "sr" else "the same size as the input"
+                raise DataError(
+                    f"{self.where}: target {targets[stem]} is {_size(high)} but input {inputs[stem]} is "
+                    f"{_size(low)}; the target must be {relation} ({expected[1]}×{expected[0]})"
+                )
+            pairs.append(ImagePair(stem, low, high))
+        return pairs
+
+    def to_spec(self) -> dict:
+        return {"input": str(self.input), "target": str(self.target)}
+
+
+@dataclass(frozen=True)
+class UnlabeledSource(DataSource):
+    """Images without ground truth, used at their own resolution as inputs (``data.unlabeled``).
+
+    For ``sr`` their crops are extra low-resolution inputs ("zoom-in" data upcycling); the
+    teacher's output is their target.
+    """
+
+    images: BuiltinSource | FolderSource
+    where: str = field(default="data.unlabeled", compare=False)
+
+    def check(self) -> None:
+        self.images.check()
+
+    def has_targets(self, task: Task) -> bool:
+        return False
+
+    def load(self, task: Task) -> list[ImagePair]:
+        return [p._replace(target=None) for p in self.images.load(Task(kind="enhance"))]
+
+    def to_spec(self) -> str:
+        return self.images.to_spec()
+
+
+def source_from_spec(value: Source, *, where: str, base: Path | None = None) -> DataSource:
+    """The source a spec value names: ``builtin:NAME``, a folder, or ``{"input", "target"}`` folders.
+
+    Relative folders are resolved against ``base`` (the folder of the spec file).
+    """
+    def folder(p: str | os.PathLike) -> Path:
+        path = Path(p).expanduser()
+        return (base / path).resolve() if base is not None else path.resolve()
+
+    if isinstance(value, DataSource):
+        return value
+    if hasattr(value, "input") and hasattr(value, "target") and not isinstance(value, (str, os.PathLike)):
+        value = {"input": value.input, "target": value.target}  # the spec's pydantic model
+    if isinstance(value, dict):
+        if set(value) != {"input", "target"}:
             raise DataError(
-                f"{where}: target {targets[stem]} is {_size(high)} but input {inputs[stem]} is "
-                f"{_size(low)}; the target must be {relation} "
-                f"({expected[1]}×{expected[0]})"
+                f"{where}: a paired source needs exactly the keys 'input' and 'target' "
+                f"(got {sorted(map(str, value))})"
             )
-        pairs.append(ImagePair(stem, low, high))
-    return pairs
+        return PairedSource(folder(value["input"]), folder(value["target"]), where=where)
+    if isinstance(value, str) and value.startswith(BUILTIN_PREFIX):
+        return BuiltinSource(value[len(BUILTIN_PREFIX):], where=where)
+    if isinstance(value, (str, os.PathLike)):
+        return FolderSource(folder(value), where=where)
+    raise DataError(
+        f"{where}: expected 'builtin:NAME', a folder, or {{\"input\": FOLDER, \"target\": FOLDER}}, "
+        f"got {type(value).__name__}"
+    )
 
 
-def load_pairs(source: Source, task: Task, *, where: str) -> list[ImagePair]:
+def load_pairs(source: Source | DataSource, task: Task, *, where: str) -> list[ImagePair]:
     """Loads a data source as image pairs, in a deterministic order.
 
     ``where`` is the spec location (e.g. ``"data.train"``) that error messages name. For "sr",
@@ -139,20 +269,4 @@ def load_pairs(source: Source, task: Task, *, where: str) -> list[ImagePair]:
     cropped to a multiple of the scale and the input its bicubic downscaling. For "enhance" they
     are inputs without a target. Paired folders are taken as they are, matched by file stem.
     """
-    if isinstance(source, dict):
-        return _load_paired(source, task, where)
-    if isinstance(source, str) and source.startswith(BUILTIN_PREFIX):
-        return [
-            _make_pair(name, image, task, f"{source}/{name}", where)
-            for name, image in load_builtin(source, where=where)
-        ]
-    if isinstance(source, (str, os.PathLike)):
-        folder = Path(source)
-        return [
-            _make_pair(path.stem, _load(path, where), task, str(path), where)
-            for path in list_image_files(folder, where=where)
-        ]
-    raise DataError(
-        f"{where}: expected 'builtin:NAME', a folder, or {{\"input\": FOLDER, \"target\": FOLDER}}, "
-        f"got {type(source).__name__}"
-    )
+    return source_from_spec(source, where=where).load(task)

@@ -1,0 +1,144 @@
+"""What each training step eats: patch datasets of the plan's sources, loaders, step inputs.
+
+Sample i of a dataset is a pure function of (seed, i), so any rank, any resume point and any
+number of workers see exactly the data an uninterrupted single-process run sees.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from kdcore.data import ImagePair, PatchDataset
+from kdcore.engine.build import BuiltRun
+from kdcore.errors import SpecError
+from kdcore.interfaces import ModelOutput, Task
+from kdcore.plan import RunPlan
+
+
+class StepSampler(Sampler[int]):
+    """The sample indices of steps ``start``..``steps-1``, this rank's share of each global batch."""
+
+    def __init__(self, start: int, steps: int, global_batch: int, rank: int = 0, world: int = 1):
+        self.start, self.steps, self.global_batch = start, steps, global_batch
+        self.share = global_batch // world
+        self.offset = rank * self.share
+
+    def __iter__(self):
+        for step in range(self.start, self.steps):
+            base = step * self.global_batch + self.offset
+            yield from range(base, base + self.share)
+
+    def __len__(self) -> int:
+        return (self.steps - self.start) * self.share
+
+
+def _worker_init(worker_id: int) -> None:
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def batch_split(plan: RunPlan, world: int) -> tuple[int, int]:
+    """(labelled, unlabelled) samples per global batch; each must divide among the ranks."""
+    bs = plan.data.batch_size
+    n_u = round(bs * plan.data.unlabeled_ratio) if plan.unlabeled else 0
+    n_l = bs - n_u
+    if n_l % world or n_u % world:
+        raise SpecError(
+            f"data.batch_size: {bs} (labelled {n_l}, unlabelled {n_u}) does not divide among {world} "
+            "processes; choose a batch size that does"
+        )
+    return n_l, n_u
+
+
+def load_unlabeled(plan: RunPlan) -> list[ImagePair]:
+    """The unlabelled images of every ``data.unlabeled`` source, as inputs without targets."""
+    return [pair for source in plan.unlabeled for pair in source.load(plan.task)]
+
+
+@dataclass
+class TrainingData:
+    """The run's images, loaded once: training pairs, validation pairs, unlabelled inputs."""
+
+    plan: RunPlan
+    train_pairs: list[ImagePair]
+    val_pairs: list[ImagePair]
+    unlabeled_pairs: list[ImagePair] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, plan: RunPlan) -> TrainingData:
+        train = plan.train_data.load(plan.task)
+        val = plan.val_data.load(plan.task)
+        if not plan.teachers and any(p.target is None for p in val):
+            raise SpecError("data.val: these images have no targets and the spec has no teacher to measure against")
+        return cls(plan, train, val, load_unlabeled(plan))
+
+    def datasets(self, world: int) -> list[PatchDataset]:
+        """The labelled patch dataset, and the unlabelled one when the batch has unlabelled rows."""
+        plan, steps = self.plan, self.plan.train.steps
+        n_l, n_u = batch_split(plan, world)
+        out = [PatchDataset(self.train_pairs, plan.task, plan.data.patch_size, length=steps * n_l,
+                            seed=plan.train.seed, augment=plan.data.augment, where="data.train")]
+        if n_u:
+            out.append(PatchDataset(self.unlabeled_pairs, Task(kind="enhance"), plan.data.patch_size // plan.task.scale,
+                                    length=steps * n_u, seed=plan.train.seed + 1, augment=plan.data.augment,
+                                    where="data.unlabeled"))
+        return out
+
+    def loaders(self, start: int, rank: int, world: int, pin: bool) -> list[DataLoader]:
+        n_l, n_u = batch_split(self.plan, world)
+        return [
+            DataLoader(dataset, batch_size=size // world,
+                       sampler=StepSampler(start, self.plan.train.steps, size, rank, world),
+                       num_workers=self.plan.data.workers, worker_init_fn=_worker_init, pin_memory=pin)
+            for dataset, size in zip(self.datasets(world), (n_l, n_u))
+        ]
+
+
+def teacher_caches(plan: RunPlan, run: BuiltRun, device: torch.device, data: TrainingData):
+    """Per dataset, a cache of the teacher's whole-image outputs (``train.teacher_cache``), or None."""
+    if plan.train.teacher_cache == "off" or not run.run_teacher or any(run.teacher_taps):
+        return None
+    from kdcore.engine.teacher_cache import TeacherCache, teacher_key
+
+    description = {"teachers": [{"name": c.name, "params": c.params.model_dump(mode="json"), "weight": c.weight}
+                                for c in plan.teachers],
+                   "task": plan.task.model_dump()}
+    key = teacher_key(run.teachers, description)
+
+    def image(x):
+        return run.teacher_forward(x.to(device)).image
+
+    return [TeacherCache(plan.train.teacher_cache, image, pairs, plan.task.scale, key) if pairs else None
+            for pairs in (data.train_pairs, data.unlabeled_pairs)]
+
+
+def step_inputs(batches, run: BuiltRun, caches, scale: int, device: torch.device):
+    """The step's input batch, teacher output and target (labelled rows first, then unlabelled).
+
+    Rows without ground truth (unlabelled data, an ``enhance`` folder without targets) take the
+    teacher's output as their target: that is how losses that compare with the target learn
+    from the teacher there.
+    """
+    xs = [b["input"].to(device, non_blocking=True) for b in batches]
+    x = torch.cat(xs) if len(xs) > 1 else xs[0]
+    t_out = None
+    if caches is not None:
+        parts = [cache.batch(b["image"], b["crop"], b["aug"], b["input"].shape[-1] * scale)
+                 for cache, b in zip(caches, batches)]
+        t_out = ModelOutput(image=torch.cat(parts).to(device))
+    elif run.run_teacher:
+        t_out = run.teacher_forward(x)
+    labelled = batches[0]
+    if "target" in labelled:
+        target = labelled["target"].to(device, non_blocking=True)
+        if len(batches) > 1:
+            target = torch.cat([target, t_out.image[len(target):]])
+    else:
+        target = t_out.image
+    return x, t_out, target

@@ -1,0 +1,59 @@
+"""summary.json: what a finished run reports (student, teacher, baseline, latency, timing)."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from kdcore.engine.evaluate import baseline_name, count_params, measure_latency
+
+if TYPE_CHECKING:
+    from kdcore.engine.trainer import Trainer
+
+
+class Ensemble(torch.nn.Module):
+    """The run's teachers as one module returning the ensemble image (for latency)."""
+
+    def __init__(self, forward):
+        super().__init__()
+        self._forward = forward
+
+    def forward(self, x):
+        return self._forward(x).image
+
+
+def run_summary(trainer: Trainer, result: dict) -> dict[str, Any]:
+    """The content of summary.json, from the final evaluation ``result``."""
+    plan, run = trainer.plan, trainer.run
+    task = plan.task
+    probe = trainer.data.val_pairs[0].input.unsqueeze(0).to(trainer.device)
+    summary: dict[str, Any] = {
+        "student": {
+            "name": plan.student.name,
+            "params": count_params(run.student),
+            **result["student"],
+            "latency_ms": measure_latency(trainer.eval_model(), probe),
+        },
+        "teacher": None,
+        "baseline": {"name": baseline_name(task), **result["baseline"]},
+        "steps": trainer.step_count,
+        "output": str(trainer.out),
+        "seconds": time.perf_counter() - trainer.t_start,
+        "task": task.model_dump(),
+        "measured_against": result["against"],
+        "val_images": result["images"],
+        "latency_input": list(probe.shape[-2:]),
+        "device": str(trainer.device),
+        "ema": plan.train.ema is not None,
+    }
+    if run.teachers:
+        names = [c.name for c in plan.teachers]
+        summary["teacher"] = {
+            "name": names[0] if len(names) == 1 else names,
+            "params": sum(count_params(m) for m in run.teachers),
+            **(result["teacher"] or {"psnr": None, "ssim": None}),
+            "latency_ms": measure_latency(Ensemble(run.teacher_forward), probe),
+        }
+    return summary

@@ -1,0 +1,94 @@
+"""Plugins, tutorials and benchmarks use kdcore's public surface only (no name with a leading `_`)."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+
+import kdcore
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _sources() -> list[tuple[str, str]]:
+    out = []
+    for folder in ("plugins", "benchmarks"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            if ".venv" not in path.parts and "build" not in path.parts:
+                out.append((str(path.relative_to(ROOT)), path.read_text(encoding="utf-8")))
+    for path in sorted((ROOT / "tutorials").glob("*.ipynb")):
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+        code = "\n".join(_python_of("".join(c["source"])) for c in cells if c["cell_type"] == "code")
+        out.append((str(path.relative_to(ROOT)), code))
+    return out
+
+
+def _python_of(cell: str) -> str:
+    """The Python in a notebook cell: line magics dropped; ``%%writefile X.py`` bodies kept."""
+    lines = cell.splitlines()
+    if lines and lines[0].startswith("%%"):
+        return "\n".join(lines[1:]) if lines[0].startswith("%%writefile") and lines[0].rstrip().endswith(".py") else ""
+    return "\n".join(line for line in lines if not line.lstrip().startswith(("!", "%")))
+
+
+def private_kdcore_uses(code: str) -> list[str]:
+    """Every import of, or attribute access to, a kdcore name that starts with an underscore."""
+    found = []
+    tree = ast.parse(code)
+    aliases = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "kdcore":
+            parts = node.module.split(".")
+            found += [node.module for p in parts if p.startswith("_")]
+            found += [f"{node.module}.{a.name}" for a in node.names if a.name.startswith("_") and a.name != "__version__"]
+            for a in node.names:
+                aliases[a.asname or a.name] = f"{node.module}.{a.name}"
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.split(".")[0] == "kdcore":
+                    found += [a.name for p in a.name.split(".") if p.startswith("_")]
+                    aliases[a.asname or a.name.split(".")[0]] = a.name if a.asname else "kdcore"
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            base = node.value
+            while isinstance(base, ast.Attribute):
+                base = base.value
+            if isinstance(base, ast.Name) and base.id in aliases:
+                found.append(f"{aliases[base.id]}...{node.attr}")
+    return found
+
+
+@pytest.mark.parametrize("where,code", _sources(), ids=[p for p, _ in _sources()])
+def test_no_private_kdcore_names(where, code):
+    assert private_kdcore_uses(code) == [], f"{where} uses private kdcore names"
+
+
+def test_the_check_finds_private_names():
+    assert private_kdcore_uses("from kdcore.engine.trainer import _x") == ["kdcore.engine.trainer._x"]
+    assert private_kdcore_uses("import kdcore.engine.feed as f\nf._loader = 1") == ["kdcore.engine.feed..._loader"]
+    assert private_kdcore_uses("from kdcore import _api") == ["kdcore._api"]
+    assert private_kdcore_uses("import kdcore\nkdcore.__version__") == []
+
+
+def test_everything_in_all_exists():
+    for name in kdcore.__all__:
+        assert getattr(kdcore, name) is not None, name
+
+
+def test_engine_functions_are_short():
+    """The engine is made of short, single-purpose functions (no 150-line train())."""
+    long = []
+    for path in sorted((ROOT / "kdcore" / "engine").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
+                long.append(f"{path.name}:{node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert long == []
+
+
+def test_scaffold_templates_are_files():
+    scaffold = (ROOT / "kdcore" / "scaffold.py").read_text(encoding="utf-8")
+    assert "'''" not in scaffold and len(scaffold.splitlines()) < 200
+    assert (ROOT / "kdcore" / "templates" / "new-plugin" / "loss" / "plugin.py.tmpl").is_file()
