@@ -32,7 +32,10 @@ def check(spec: SpecLike, **overrides: Any) -> tuple[RunPlan, BuiltRun]:
     """Everything ``validate`` checks; returns the plan and its modules, built on the CPU."""
     from kdcore.engine.build import build_run
 
+    from kdcore.experiments import check_baselines
+
     run_plan = RunPlan.from_spec(spec, overrides)
+    check_baselines(run_plan)
     return run_plan, build_run(run_plan, torch.device("cpu"), for_run=False)
 
 
@@ -49,23 +52,27 @@ def run(
     overwrite: bool = False,
     callback: Callback | None = None,
     callbacks: list[Callback] | tuple[Callback, ...] = (),
+    seeds: list[int] | tuple[int, ...] | None = None,
     **overrides: Any,
 ) -> dict:
     """Trains as the spec says (``kdcore run``) and returns the content of summary.json.
 
     ``overrides`` use the ``--set`` spelling with ``__`` for dots: ``train__steps=10``.
     ``callback`` / ``callbacks`` receive the typed events of :mod:`kdcore.engine.events`.
+    With ``seeds``, one complete run per seed in ``OUTPUT/seed-N/`` and the aggregate summary.
     """
-    from kdcore.engine.trainer import train
+    from kdcore.experiments import run_seeds, run_with_baselines
 
-    if isinstance(spec, RunPlan):
-        run_plan = spec.with_overrides(**overrides) if overrides else spec
-    else:
-        run_plan = RunPlan.from_spec(spec, overrides)
     every = [*([callback] if callback is not None else []), *callbacks]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return train(run_plan, callbacks=every, resume=resume, overwrite=overwrite)
+        if seeds is not None:
+            return run_seeds(spec, list(seeds), callbacks=every, resume=resume, overwrite=overwrite, **overrides)
+        if isinstance(spec, RunPlan):
+            run_plan = spec.with_overrides(**overrides) if overrides else spec
+        else:
+            run_plan = RunPlan.from_spec(spec, overrides)
+        return run_with_baselines(run_plan, callbacks=every, resume=resume, overwrite=overwrite)
 
 
 def create(kind: str, name: str, params: dict | None = None, task: Task | None = None, **kwargs: Any):

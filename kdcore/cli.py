@@ -37,27 +37,55 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return str(value)
 
 
+def _rows_table(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+
+
+def _label(key: str, block: dict) -> str:
+    name = block["name"] if isinstance(block.get("name"), str) else "+".join(block.get("name") or [])
+    return {"baseline": f"baseline ({name})", "teacher": f"teacher ({name})", "student": f"student ({name})",
+            "alone": f"student alone ({name})", "init-only": f"student init-only ({name})"}[key]
+
+
 def format_table(summary: dict) -> str:
-    """The baseline / teacher / student table printed at the end of a run."""
+    """The baseline / teacher / student (/ alone) table printed at the end of a run."""
     rows = [("", "PSNR dB", "SSIM", "params", "latency ms")]
     base = summary["baseline"]
-    rows.append((f"baseline ({base['name']})", _fmt(base["psnr"]), _fmt(base["ssim"], 4), "0", "-"))
-    teacher = summary.get("teacher")
-    if teacher:
-        name = teacher["name"] if isinstance(teacher["name"], str) else "+".join(teacher["name"])
-        rows.append((f"teacher ({name})", _fmt(teacher["psnr"]), _fmt(teacher["ssim"], 4),
-                     f"{teacher['params']:,}", _fmt(teacher.get("latency_ms"), 1)))
-    st = summary["student"]
-    rows.append((f"student ({st['name']})", _fmt(st["psnr"]), _fmt(st["ssim"], 4), f"{st['params']:,}",
-                 _fmt(st.get("latency_ms"), 1)))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    rows.append((_label("baseline", base), _fmt(base["psnr"]), _fmt(base["ssim"], 4), "0", "-"))
+    for key in ("teacher", "student", "alone", "init-only"):
+        block = summary.get(key)
+        if block:
+            rows.append((_label(key, block), _fmt(block["psnr"]), _fmt(block["ssim"], 4), f"{block['params']:,}",
+                         _fmt(block.get("latency_ms"), 1)))
+    lines = _rows_table(rows)
+    if "kd_gain_db" in summary:
+        lines.append(f"KD gain (student distilled − alone): {summary['kd_gain_db']:+.2f} dB")
+    if "kd_gain_over_init_only_db" in summary:
+        lines.append(f"gain over the teacher-initialised student alone: {summary['kd_gain_over_init_only_db']:+.2f} dB")
     note = ""
     if summary.get("measured_against") == "teacher":
         note = "\n(no ground truth: scores measure agreement with the teacher)"
     size = summary.get("latency_input")
     lat = f"\nlatency: median of 5 runs on one {size[0]}×{size[1]} input, {summary.get('device', 'cpu')}" if size else ""
     return "\n".join(lines) + note + lat
+
+
+def format_seeds_table(result: dict) -> str:
+    """The aggregate over seeds: mean ± std and min–max of every model's PSNR, and the KD gain."""
+    rows = [("", "PSNR dB mean ± std", "min – max", "SSIM mean", "params")]
+    for key in ("baseline", "teacher", "student", "alone", "init-only"):
+        block = result.get(key)
+        if block:
+            p = block["psnr"]
+            rows.append((_label(key, block), f"{p['mean']:.2f} ± {p['std']:.2f}", f"{p['min']:.2f} – {p['max']:.2f}",
+                         f"{block['ssim']['mean']:.4f}", f"{block['params']:,}" if block.get("params") else "0"))
+    lines = [f"{len(result['seeds'])} seeds: {', '.join(map(str, result['seeds']))}", *_rows_table(rows)]
+    if "kd_gain_db" in result:
+        g = result["kd_gain_db"]
+        lines.append(f"KD gain: {g['mean']:+.2f} ± {g['std']:.2f} dB (min {g['min']:+.2f}, max {g['max']:+.2f}): "
+                     f"{result['kd_gain_verdict']}")
+    return "\n".join(lines)
 
 
 class _Progress:
@@ -107,6 +135,8 @@ def _launch(args) -> int:
     for item in args.set or []:
         cmd += ["--set", item]
     cmd += [f for f, on in (("--resume", args.resume), ("--overwrite", args.overwrite), ("--quiet", args.quiet)) if on]
+    cmd += ["--seeds", args.seeds] if args.seeds is not None else []
+    cmd += ["--baseline", args.baseline] if args.baseline else []
     return subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}).returncode
 
 
@@ -119,23 +149,38 @@ def _cmd_run(args) -> int:
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         return _launch(args)
     overrides = parse_set(args.set or [])
+    if args.baseline:
+        overrides["train.baseline"] = args.baseline
+    seeds = _parse_seeds(args.seeds) if args.seeds is not None else None
     rank0 = os.environ.get("RANK", "0") == "0"
     summary = api.run(args.spec, resume=args.resume, overwrite=args.overwrite,
-                      callback=_Progress(not args.quiet and rank0), **overrides)
+                      callback=_Progress(not args.quiet and rank0), seeds=seeds, **overrides)
     if not rank0:
         return 0
-    print(format_table(summary))
+    print(format_seeds_table(summary) if seeds is not None else format_table(summary))
     print(f"run folder: {summary['output']}")
     return 0
+
+
+def _parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise SpecError(f"--seeds {text!r}: give comma-separated non-negative integers, e.g. --seeds 0,1,2") from None
+    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise SpecError(f"--seeds {text!r}: give distinct non-negative integers, e.g. --seeds 0,1,2")
+    return seeds
 
 
 def _cmd_validate(args) -> int:
     from kdcore import api
     from kdcore.spec import parse_set
 
-    plan, _ = api.check(args.spec, **parse_set(args.set or []))
+    plan, built = api.check(args.spec, **parse_set(args.set or []))
     names = ", ".join(f"{c.where}={c.name}" for c in plan.components())
     print(f"{args.spec}: valid ({names}; {plan.train.steps} steps -> {plan.output})")
+    for note in built.notes:
+        print(f"  {note}")
     return 0
 
 
@@ -276,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace a different run in the output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--seeds", metavar="0,1,2", help="one complete run per seed in OUTPUT/seed-N/, and their aggregate")
+    p.add_argument("--baseline", choices=["none", "alone"], help="same as train.baseline: also train the student alone")
     p.add_argument("--nproc", type=int, default=1, metavar="N",
                    help="train with N processes (DistributedDataParallel, launched with torchrun)")
     p.set_defaults(func=_cmd_run)

@@ -103,6 +103,7 @@ class RunPlan:
     data: DataSpec
     train: TrainSpec
     output: Path
+    student_init: str | Path | None = None  # "teacher", a weights file / run folder, or None
     spec: RunSpec = field(compare=False, repr=False)  # the spec as validated (paths resolved)
     registry: Registry = field(compare=False, repr=False)
 
@@ -134,7 +135,8 @@ class RunPlan:
         _check_optimizer(spec.train.optimizer)
         return cls(task=spec.task, student=student, teachers=teachers, losses=losses,
                    train_data=train_data, val_data=val_data, unlabeled=unlabeled, data=spec.data,
-                   train=spec.train, output=Path(spec.output), spec=spec, registry=registry)
+                   train=spec.train, output=Path(spec.output), spec=spec, registry=registry,
+                   student_init=_init_of(spec.student.init))
 
     # -- the run folder ---------------------------------------------------------------------
     def resolved(self) -> dict:
@@ -168,6 +170,10 @@ class RunPlan:
     def with_overrides(self, **overrides: Any) -> RunPlan:
         """A new plan from this one's spec with ``--set``-style overrides (``train__steps=10``)."""
         return RunPlan.from_spec(self.spec, overrides, registry=self.registry)
+
+
+def _init_of(value: str | None) -> str | Path | None:
+    return value if value in (None, "teacher") else Path(value)
 
 
 def read_run_spec(run_dir: str | os.PathLike) -> dict:

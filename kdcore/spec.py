@@ -67,7 +67,13 @@ class ComponentSpec(_Strict):
 
 class StudentSpec(ComponentSpec):
     checkpoint: str | None = Field(
-        default=None, description="initial weights: a .safetensors file or a run folder (optional)"
+        default=None,
+        description="initial weights that must fit the student: a .safetensors file or a run folder (optional)",
+    )
+    init: str | None = Field(
+        default=None,
+        description="'teacher': copy every tensor of the (first) teacher whose name and shape match; or a "
+        "run folder / .safetensors file to copy matching tensors from (fine-tuning). Absent: random init",
     )
 
 
@@ -104,6 +110,19 @@ class TrainSpec(_Strict):
     )
     ema: float | None = Field(default=None, gt=0, lt=1, description="decay of an exponential moving average of the student (e.g. 0.999)")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto")
+    baseline: Literal["none", "alone"] | list[Literal["alone", "init-only"]] = Field(
+        default="none",
+        description="also train the same student without the teacher in RUN/alone/ ('alone'; summary.json "
+        "gains 'alone' and 'kd_gain_db'); ['alone', 'init-only'] also trains the teacher-initialised "
+        "student without teacher losses in RUN/init-only/",
+    )
+
+    @property
+    def baselines(self) -> list[str]:
+        """The baseline runs asked for, in order ('alone', 'init-only')."""
+        if isinstance(self.baseline, list):
+            return list(dict.fromkeys(self.baseline))
+        return [] if self.baseline == "none" else [self.baseline]
 
 
 def _teacher_tag(value: Any) -> str:
@@ -335,6 +354,14 @@ def parse(raw: dict, base_dir: Path) -> RunSpec:
         messages.append(
             f"data.patch_size: {spec.data.patch_size} is not a multiple of task.scale ({spec.task.scale})"
         )
+    if spec.student.init is not None and spec.student.checkpoint is not None:
+        messages.append("student.init: give student.init or student.checkpoint, not both")
+    if spec.student.init == "teacher" and not spec.teachers:
+        messages.append("student.init: 'teacher' needs a teacher; add one under 'teacher' or remove student.init")
+    if spec.train.baselines and not spec.teachers:
+        messages.append("train.baseline: a baseline without the teacher needs a run with a teacher to compare with")
+    if "init-only" in spec.train.baselines and spec.student.init != "teacher":
+        messages.append("train.baseline: 'init-only' needs \"student\": {\"init\": \"teacher\"}")
     if messages:
         raise spec_error(messages)
     _resolve_paths(spec)
@@ -358,6 +385,8 @@ def _resolve_paths(spec: RunSpec) -> None:
     for comp in [spec.student, *spec.teachers]:
         if comp.checkpoint is not None:
             comp.checkpoint = _resolve(base, comp.checkpoint)
+    if spec.student.init not in (None, "teacher"):
+        spec.student.init = _resolve(base, spec.student.init)
     spec.output = _resolve(base, spec.output)
 
 

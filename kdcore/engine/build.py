@@ -45,6 +45,7 @@ class BuiltRun:
     teacher_taps: list[FeatureTaps | None] = field(default_factory=list)
     run_teacher: bool = False  # whether each step needs the teacher's output
     missing_init: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what `validate` prints and the run log says
 
     def teacher_forward(self, x: torch.Tensor) -> ModelOutput:
         """The weighted ensemble of the teachers' images, and each teacher's requested features.
@@ -82,6 +83,7 @@ def build_run(plan: RunPlan, device: torch.device, *, for_run: bool) -> BuiltRun
         teacher = comp.build(plan.task)
         _load_teacher(teacher, comp, for_run)
         teachers.append(teacher.eval().requires_grad_(False))
+    notes = [init_student(student, plan, teachers, for_run)] if plan.student_init is not None else []
     losses = torch.nn.ModuleList(comp.build(plan.task) for comp in plan.losses)
     names = [c.name for c in plan.losses]
     run = BuiltRun(
@@ -92,6 +94,7 @@ def build_run(plan: RunPlan, device: torch.device, *, for_run: bool) -> BuiltRun
         loss_names=[n if names.count(n) == 1 else f"{n}#{i}" for i, n in enumerate(names)],
         loss_weights=[c.weight for c in plan.losses],
         missing_init=missing_init,
+        notes=[n for n in notes if n],
     )
     _check_loss_needs(plan, losses)
     run.run_teacher = bool(teachers) and (
@@ -131,6 +134,46 @@ def _load_student_init(student: torch.nn.Module, comp: ComponentPlan, for_run: b
             stacklevel=3,
         )
     return missing
+
+
+class InitWarning(UserWarning):
+    """``student.init`` copied no tensor at all."""
+
+
+def copy_matching(student: torch.nn.Module, source: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
+    """Copies every tensor of ``source`` whose name and shape match one of the student's.
+
+    Returns (copied, not copied) student tensor names.
+    """
+    own = student.state_dict()
+    copied = [k for k, v in own.items() if k in source and tuple(source[k].shape) == tuple(v.shape)]
+    with torch.no_grad():
+        for k in copied:
+            own[k].copy_(source[k].to(own[k].dtype))
+    return copied, [k for k in own if k not in set(copied)]
+
+
+def init_student(student: torch.nn.Module, plan: RunPlan, teachers: list[torch.nn.Module], for_run: bool) -> str:
+    """``student.init``: copies the matching tensors of the teacher or a weights file; says how many."""
+    from kdcore.engine.checkpoints import read_weights
+
+    init = plan.student_init
+    if init == "teacher":
+        source, origin = teachers[0].state_dict(), f"teacher {plan.teachers[0].name!r}"
+    else:
+        path = weights_path(init)
+        if not path.exists() and not for_run:
+            warnings.warn(f"student.init: {path} does not exist yet", SpecWarning, stacklevel=3)
+            return ""
+        source, origin = read_weights(path, where="student.init"), str(path)
+    copied, rest = copy_matching(student, source)
+    total = len(copied) + len(rest)
+    if not copied:
+        warnings.warn(f"student.init: no tensor of {origin} matches the student {plan.student.name!r} by name "
+                      "and shape; the student keeps its random initialisation", InitWarning, stacklevel=3)
+    shown = ", ".join(rest[:6]) + (f" and {len(rest) - 6} more" if len(rest) > 6 else "")
+    return (f"student.init: copied {len(copied)} of {total} student tensors from {origin}"
+            + (f"; not copied: {shown}" if rest else ""))
 
 
 def _load_teacher(teacher, comp: ComponentPlan, for_run: bool) -> None:

@@ -13,7 +13,7 @@ from kdcore.plan import SPEC_FILE, RunPlan
 
 #: keys that do not change what a run computes: a resumed run may change them
 RESUME_FREE_KEYS = {("train", "eval_every"), ("train", "checkpoint_every"), ("train", "log_every"),
-                    ("data", "workers"), ("train", "device"), ("plugins",)}
+                    ("data", "workers"), ("train", "device"), ("train", "baseline"), ("plugins",)}
 
 
 def diff_keys(a: Any, b: Any, path: tuple = ()) -> list[str]:

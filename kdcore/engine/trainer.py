@@ -108,6 +108,8 @@ class Trainer:
             self.model = DistributedDataParallel(self.objective, device_ids=ids)
         self.caches = teacher_caches(plan, self.run, self.device, self.data)
         self.amp = t.amp == "bf16" or (t.amp == "auto" and self.device.type == "cuda")
+        for note in self.run.notes:
+            self.emit(Message(note))
         if self.run.teachers and (not plan.has_targets() or plan.unlabeled):
             rows = "the unlabelled rows" if plan.has_targets() else "data.train"
             self.emit(Message(f"{rows} have no ground truth: losses that compare with the target use the "
