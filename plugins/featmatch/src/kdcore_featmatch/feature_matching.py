@@ -39,7 +39,8 @@ def match_resolution(
     bilinearly to the teacher's H×W (up or down); the teacher's map is left as it is.
     ``error``: differing H×W is an error. Maps of equal H×W are returned unchanged.
     """
-    s_size, t_size = tuple(student.shape[-2:]), tuple(teacher.shape[-2:])
+    s_size = (int(student.shape[-2]), int(student.shape[-1]))
+    t_size = (int(teacher.shape[-2]), int(teacher.shape[-1]))
     if s_size == t_size:
         return student, teacher
     if mode == "area":
