@@ -122,12 +122,20 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_validate(args) -> int:
+    import torch
+
     from kdcore import api
+    from kdcore.engine.build import build_run
+    from kdcore.plugins import get_registry
     from kdcore.spec import components_of, parse_set
 
-    spec = api.validate(args.spec, **parse_set(args.set or []))
+    # api.validate's two steps, keeping the built run for the losses' bind() notes
+    spec = api.prepare(args.spec, parse_set(args.set or []))
+    run = build_run(spec, get_registry(), torch.device("cpu"), for_run=False)
     names = ", ".join(f"{w}={c.name}" for w, _, c in components_of(spec))
     print(f"{args.spec}: valid ({names}; {spec.train.steps} steps -> {spec.output})")
+    for note in run.loss_notes:
+        print(f"  {note}")
     return 0
 
 

@@ -70,6 +70,7 @@ class BuiltRun:
     teacher_taps: list[FeatureTaps | None] = field(default_factory=list)
     run_teacher: bool = False  # whether each step needs the teacher's output
     missing_init: list[str] = field(default_factory=list)
+    loss_notes: list[str] = field(default_factory=list)  # the losses' bind() descriptions
 
     def teacher_forward(self, x: torch.Tensor) -> ModelOutput:
         """The weighted ensemble of the teachers' images, and each teacher's requested features.
@@ -140,7 +141,31 @@ def build_run(spec: RunSpec, registry: Registry, device: torch.device, *, for_ru
         any(l.uses_teacher() for l in losses) or not _has_target(spec) or bool(spec.data.unlabeled)
     )
     _setup_taps_and_adapters(spec, registry, run)
-    return _to(run, device)
+    run = _to(run, device)
+    run.loss_notes = bind_losses(spec, run)
+    return run
+
+
+def bind_losses(spec: RunSpec, run: BuiltRun) -> list[str]:
+    """Calls each loss's ``bind`` once with the live student and the teachers; returns their notes.
+
+    A SpecError from a loss is re-raised with the loss's spec location and the models' names.
+    """
+    notes = []
+    for i, loss in enumerate(run.losses):
+        try:
+            note = loss.bind(run.student, list(run.teachers))
+        except SpecError as exc:
+            where, message = f"losses[{i}]", str(exc)
+            head, sep, rest = message.partition(": ")
+            if sep and head.startswith("params"):  # "params.KEY: ..." names the key itself
+                where, message = f"{where}.{head}", rest
+            models = ", ".join([f"student {spec.student.name!r}"]
+                               + [f"{spec.teacher_location(j)} {t.name!r}" for j, t in enumerate(spec.teachers)])
+            raise SpecError(f"{where}: {message} ({models})") from None
+        if note:
+            notes.append(f"losses[{i}]: {note}")
+    return notes
 
 
 def _to(run: BuiltRun, device: torch.device) -> BuiltRun:

@@ -312,6 +312,8 @@ def train(
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(out / "spec.json", lambda tmp: Path(tmp).write_text(json.dumps(resolved, indent=2) + "\n"))
     logger = _Logger(out, keep_until=start if resume else None) if writer else None
+    for note in run.loss_notes if writer else []:
+        callback("message", text=note)
 
     model = objective
     if world > 1:
