@@ -7,6 +7,7 @@ its spec ``params`` (unknown keys are rejected).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import ClassVar, Literal
 
 import pydantic
@@ -90,17 +91,21 @@ class Loss(torch.nn.Module):
     :meth:`teacher_features`; the engine captures exactly those with forward hooks and hands them
     over in ``ModelOutput.features``. Once the shapes are known (a first forward pass), the engine
     calls :meth:`setup`, where the loss creates any adapters it needs; their parameters are
-    trained with the student.
+    trained with the student. A loss that reads the models themselves (their weights, not their
+    outputs) overrides :meth:`bind`, which the engine calls once, after :meth:`setup`, with the
+    live student and the teachers.
 
     What a loss needs, said once by these methods: :meth:`uses_target` (the ground truth),
     :meth:`uses_teacher` (the teacher's image), :meth:`teacher_features` and
-    :meth:`student_features` (feature maps by module path); :meth:`requires_teacher` refuses a
-    spec without a teacher. Rows that have no ground truth (``data.unlabeled``, an ``enhance``
-    folder without targets) receive the teacher's image as ``target``: a loss that compares with
-    the target learns from the teacher there (the run log says so).
+    :meth:`student_features` (feature maps by module path), :meth:`bind` (the models' weights);
+    :meth:`requires_teacher` refuses a spec without a teacher. Rows that have no ground truth
+    (``data.unlabeled``, an ``enhance`` folder without targets) receive the teacher's image as
+    ``target``: a loss that compares with the target learns from the teacher there (the run log
+    says so).
     """
 
     Params: ClassVar[type[pydantic.BaseModel]] = Params
+
     def __init__(self, params: pydantic.BaseModel | None = None):
         super().__init__()
         self.params = params if params is not None else type(self).Params()
@@ -132,6 +137,26 @@ class Loss(torch.nn.Module):
         make_adapter: AdapterFactory,
     ) -> None:
         """Called once with the captured feature shapes (B×C×H×W) before training starts."""
+
+    def bind(self, student: torch.nn.Module, teachers: Sequence[torch.nn.Module]) -> str | None:
+        """Called once before training with the student and the teachers (in spec order).
+
+        For losses that read the models rather than their outputs (e.g. a distance between the
+        student's and the teacher's weights). ``student`` is the trained module itself, on the
+        run's device: read its parameters when ``forward`` runs (``student.get_parameter(name)``)
+        so that the gradient reaches the very tensors the optimizer updates; never copy them, and
+        never register the modules as submodules of the loss (that would save them in the loss's
+        state and hand the teachers' weights to the optimizer). The teachers are frozen
+        (``requires_grad`` off, eval mode) and must stay so. ``kdcore validate`` calls this too,
+        with a randomly initialised teacher when its checkpoint does not exist yet.
+
+        Returns an optional one-line description that ``kdcore validate`` prints and the run
+        logs (e.g. how many tensors matched). Raise :class:`kdcore.SpecError` when the models
+        cannot work with this loss; the engine prefixes the message with the loss's spec
+        location (``losses[i]``, or ``losses[i].params.KEY`` when the message starts with
+        ``params.KEY:``) and the names of the models.
+        """
+        return None
 
     def forward(
         self,

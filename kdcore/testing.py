@@ -73,11 +73,22 @@ def _tasks_for(kind: str, cls: type) -> list:
     return [None]
 
 
+def _tiny_model(gen):
+    import torch
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 3, 1))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+    return model
+
+
 def check_component(kind: str, name: str, params: dict | None = None, *, size: int = 24) -> None:
     """Conformance: builds from default params, runs a tiny CPU batch, checks what must hold.
 
     Models: output shape B×3×(h·s)×(w·s) and range [0, 1], finite. Losses: a finite scalar with a
-    gradient on the student (student vs target, and vs a teacher). Adapters: map channels. Every
+    gradient on the student (student vs target, and vs a teacher; a loss is first bound, through
+    ``Loss.bind``, to a tiny student and teacher of one architecture). Adapters: map channels. Every
     component's state dict round-trips through safetensors.
     """
     import torch
@@ -105,12 +116,15 @@ def check_component(kind: str, name: str, params: dict | None = None, *, size: i
             t_feats = {p: torch.rand(2, 6, 8, 8, generator=gen) for p in module.teacher_features()}
             module.setup({k: v.shape for k, v in s_feats.items()}, {k: v.shape for k, v in t_feats.items()},
                          adapter_factory(registry, f"loss {name}"))
+            # a loss that reads the models is bound to a tiny student and a frozen teacher of one architecture
+            student_model = _tiny_model(gen)
+            module.bind(student_model, [_tiny_model(gen).eval().requires_grad_(False)])
             s = torch.rand(2, 3, size, size, generator=gen, requires_grad=True)
             t = torch.rand(2, 3, size, size, generator=gen)
             value = module(ModelOutput(image=s, features=s_feats), ModelOutput(image=t, features=t_feats), t.clone())
             assert value.ndim == 0 and torch.isfinite(value), f"loss {name}: {value}"
             value.backward()
-            grads = [t.grad for t in (s, *s_feats.values()) if t.grad is not None]
+            grads = [t.grad for t in (s, *s_feats.values(), *student_model.parameters()) if t.grad is not None]
             assert grads and all(torch.isfinite(g).all() for g in grads), f"loss {name}: no gradient on the student"
         else:
             module = create(kind, name, params, task).eval()

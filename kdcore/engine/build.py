@@ -45,7 +45,6 @@ class BuiltRun:
     teacher_taps: list[FeatureTaps | None] = field(default_factory=list)
     run_teacher: bool = False  # whether each step needs the teacher's output
     missing_init: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)  # what `validate` prints and the run log says
 
     def teacher_forward(self, x: torch.Tensor) -> ModelOutput:
         """The weighted ensemble of the teachers' images, and each teacher's requested features.
@@ -101,7 +100,31 @@ def build_run(plan: RunPlan, device: torch.device, *, for_run: bool) -> BuiltRun
         any(l.uses_teacher() for l in losses) or not plan.has_targets() or bool(plan.unlabeled)
     )
     _setup_taps_and_adapters(plan, run)
-    return _to(run, device)
+    run = _to(run, device)
+    run.notes += bind_losses(plan, run)
+    return run
+
+
+def bind_losses(plan: RunPlan, run: BuiltRun) -> list[str]:
+    """Calls each loss's ``bind`` once with the live student and the teachers; returns their notes.
+
+    A SpecError from a loss is re-raised with the loss's spec location and the models' names.
+    """
+    notes = []
+    for i, loss in enumerate(run.losses):
+        try:
+            note = loss.bind(run.student, list(run.teachers))
+        except SpecError as exc:
+            where, message = f"losses[{i}]", str(exc)
+            head, sep, rest = message.partition(": ")
+            if sep and head.startswith("params"):  # "params.KEY: ..." names the key itself
+                where, message = f"{where}.{head}", rest
+            models = ", ".join([f"student {spec.student.name!r}"]
+                               + [f"{spec.teacher_location(j)} {t.name!r}" for j, t in enumerate(spec.teachers)])
+            raise SpecError(f"{where}: {message} ({models})") from None
+        if note:
+            notes.append(f"losses[{i}]: {note}")
+    return notes
 
 
 def _to(run: BuiltRun, device: torch.device) -> BuiltRun:

@@ -95,7 +95,9 @@ def test_different_channels_and_sizes_through_conv1x1_and_resize() -> None:
     t = torch.randn(2, 6, 8, 8, requires_grad=True)
     s = student_net(x)
     calls: list = []
-    params = {"pairs": [{"student": "body", "teacher": "trunk"}]}
+    # resize "bilinear": the student's map interpolated to the teacher's H×W (the default, "area",
+    # pools the larger map down instead; see test_featmatch_resolution.py)
+    params = {"pairs": [{"student": "body", "teacher": "trunk"}], "resize": "bilinear"}
     loss = built(params, {"body": s}, {"trunk": t}, calls)
     # the default adapter for l2 is conv1x1, with channel counts inferred from the shapes
     assert calls == [("conv1x1", None, 4, 6, "params.pairs[0].adapter")]
@@ -202,7 +204,8 @@ def test_affinity_loss_needs_no_adapter_for_different_channels() -> None:
     t = torch.randn(1, 7, 8, 8, requires_grad=True)
     calls: list = []
     loss = built(
-        {"pairs": [{"student": "f", "teacher": "g"}], "distance": "affinity", "affinity_size": 4},
+        {"pairs": [{"student": "f", "teacher": "g"}], "distance": "affinity", "affinity_size": 4,
+         "resize": "bilinear"},
         {"f": s},
         {"g": t},
         calls,

@@ -9,6 +9,7 @@ from kdcore_featmatch.feature_matching import (
     FeaturePair,
     affinity_distance,
     feature_distance,
+    match_resolution,
     resize_to,
     spatial_affinity,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "__version__",
     "affinity_distance",
     "feature_distance",
+    "match_resolution",
     "resize_to",
     "spatial_affinity",
 ]

@@ -16,6 +16,8 @@ from torch import nn
 
 Distance = Literal["l1", "l2", "affinity"]
 DISTANCES: tuple[str, ...] = ("l1", "l2", "affinity")
+Resize = Literal["area", "bilinear", "error"]
+RESIZES: tuple[str, ...] = ("area", "bilinear", "error")
 
 
 def resize_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -23,6 +25,43 @@ def resize_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def match_resolution(
+    student: torch.Tensor, teacher: torch.Tensor, mode: str = "area"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Brings two B×C×H×W maps of different H×W to one H×W, as ``mode`` says.
+
+    ``area``: each map larger than the other along a side is area-pooled
+    (``adaptive_avg_pool2d``) down to the smaller size, ``min(Hs, Ht) × min(Ws, Wt)``; any
+    factor works, integer or not, and no map is ever upsampled (an upsampled map would invent
+    detail the comparison then rewards). ``bilinear``: the student's map is interpolated
+    bilinearly to the teacher's H×W (up or down); the teacher's map is left as it is.
+    ``error``: differing H×W is an error. Maps of equal H×W are returned unchanged.
+    """
+    s_size = (int(student.shape[-2]), int(student.shape[-1]))
+    t_size = (int(teacher.shape[-2]), int(teacher.shape[-1]))
+    if s_size == t_size:
+        return student, teacher
+    if mode == "area":
+        size = (min(s_size[0], t_size[0]), min(s_size[1], t_size[1]))
+        if s_size != size:
+            student = F.adaptive_avg_pool2d(student, size)
+        if t_size != size:
+            teacher = F.adaptive_avg_pool2d(teacher, size)
+        return student, teacher
+    if mode == "bilinear":
+        return resize_to(student, t_size), teacher
+    if mode == "error":
+        raise KdcoreError(
+            f"feature-matching: the student's map is {_hw(s_size)} but the teacher's is "
+            f"{_hw(t_size)}, and params.resize is 'error'; set it to 'area' or 'bilinear'"
+        )
+    raise KdcoreError(f"unknown resize mode {mode!r}; use one of {list(RESIZES)}")
+
+
+def _hw(size: tuple[int, ...]) -> str:
+    return f"{size[0]}×{size[1]}"
 
 
 def spatial_affinity(x: torch.Tensor, max_side: int = 32) -> torch.Tensor:
@@ -123,9 +162,10 @@ class FeaturePair(BaseParams):
 class FeatureMatchingLoss(Loss):
     """Distance between student and teacher feature maps, summed over pairs by weight.
 
-    Each student map goes through its adapter (which maps its channels onto the teacher's), is
-    resized bilinearly to the teacher map's H×W when they differ, and is compared with the
-    (detached) teacher map by L1, L2 (mean squared) or the spatial-affinity distance.
+    Each student map goes through its adapter (which maps its channels onto the teacher's); when
+    its H×W differs from the teacher map's, the larger of the two is area-pooled down to the
+    smaller (``resize``: see :func:`match_resolution`); the two are then compared, the teacher's
+    detached, by L1, L2 (mean squared) or the spatial-affinity distance.
     """
 
     #: params for conformance checks (``pairs`` has no default); paths are the checker's fakes
@@ -157,6 +197,16 @@ class FeatureMatchingLoss(Loss):
             ),
         )
 
+        resize: Resize = pydantic.Field(
+            default="area",
+            description=(
+                "when a student map's H×W differs from the teacher's: 'area' pools the larger "
+                "map down to the smaller's H×W (adaptive average pooling, any factor); "
+                "'bilinear' interpolates the student's map to the teacher's H×W; 'error' "
+                "refuses maps of different H×W"
+            ),
+        )
+
         @pydantic.field_validator("pairs", mode="before")
         @classmethod
         def _check_pairs(cls, value: object) -> object:
@@ -172,6 +222,13 @@ class FeatureMatchingLoss(Loss):
         def _check_distance(cls, value: object) -> object:
             if isinstance(value, str) and value not in DISTANCES:
                 raise ValueError(f"unknown distance {value!r}; use one of {list(DISTANCES)}")
+            return value
+
+        @pydantic.field_validator("resize", mode="before")
+        @classmethod
+        def _check_resize(cls, value: object) -> object:
+            if isinstance(value, str) and value not in RESIZES:
+                raise ValueError(f"unknown resize {value!r}; use one of {list(RESIZES)}")
             return value
 
     params: Params
@@ -223,6 +280,12 @@ class FeatureMatchingLoss(Loss):
                     name, params, int(s_shape[1]), int(t_shape[1]), where=f"{where}.adapter"
                 )
             adapters.append(adapter)
+            if self.params.resize == "error" and tuple(s_shape[-2:]) != tuple(t_shape[-2:]):
+                raise SpecError(
+                    f"{where}: the student's map {pair.student!r} is {_hw(tuple(s_shape[-2:]))} "
+                    f"but the teacher's {pair.teacher_path!r} is {_hw(tuple(t_shape[-2:]))}, and "
+                    "params.resize is 'error'; set it to 'area' (the default) or 'bilinear'"
+                )
             if self.params.distance != "affinity":
                 self._check_adapted_channels(adapter, s_shape, t_shape, where)
         self.adapters = adapters
@@ -262,7 +325,7 @@ class FeatureMatchingLoss(Loss):
         teacher: ModelOutput | None,
         target: torch.Tensor | None,
     ) -> torch.Tensor:
-        """Σ_pairs weight · distance(resize(adapter(S)), T), a scalar."""
+        """Σ_pairs weight · distance(adapter(S), T) at a common H×W, a scalar."""
         if teacher is None:
             raise KdcoreError(
                 "feature-matching needs a teacher: it compares the student's feature maps with "
@@ -283,7 +346,11 @@ class FeatureMatchingLoss(Loss):
                     f"feature-matching {where}: expects B×C×H×W maps with the same batch size, "
                     f"got student {tuple(s.shape)} and teacher {tuple(t.shape)}"
                 )
-            s = resize_to(s, (t.shape[-2], t.shape[-1]))
+            try:
+                s, t = match_resolution(s, t, self.params.resize)
+            except KdcoreError as exc:
+                detail = str(exc).removeprefix("feature-matching: ")
+                raise KdcoreError(f"feature-matching {where}: {detail}") from None
             if self.params.distance != "affinity" and s.shape[1] != t.shape[1]:
                 raise KdcoreError(
                     f"feature-matching {where}: the adapted student map has {s.shape[1]} "
