@@ -18,15 +18,11 @@ from kdcore.engine.checkpoints import STATE, atomic_write
 from kdcore.engine.events import Callback, Message
 from kdcore.engine.trainer import train
 from kdcore.errors import SpecError
+from kdcore.losses import uses_teacher
 from kdcore.plan import RunPlan, SpecLike
 
 #: summary.json keys of the models a run (and its baselines) reports
 MODELS = ("baseline", "teacher", "student", "alone", "init-only")
-
-
-def uses_teacher(loss: Any) -> bool:
-    """Whether a loss term needs the teacher (its image, its features or its weights)."""
-    return bool(loss.uses_teacher() or loss.requires_teacher() or loss.teacher_features())
 
 
 def baseline_spec(plan: RunPlan, which: str) -> dict:

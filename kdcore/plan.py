@@ -103,9 +103,9 @@ class RunPlan:
     data: DataSpec
     train: TrainSpec
     output: Path
-    student_init: str | Path | None = None  # "teacher", a weights file / run folder, or None
     spec: RunSpec = field(compare=False, repr=False)  # the spec as validated (paths resolved)
     registry: Registry = field(compare=False, repr=False)
+    student_init: str | Path | None = None  # "teacher", a weights file / run folder, or None
 
     # -- building ---------------------------------------------------------------------------
     @classmethod

@@ -33,7 +33,9 @@ from kdcore.engine.output import MetricsLog, prepare_output
 from kdcore.engine.rng import rng_state, seed_everything, set_rng_state
 from kdcore.engine.signals import StopSignals
 from kdcore.engine.summary import run_summary
+from kdcore.engine.watch import SilentDistillationWatch
 from kdcore.errors import Interrupted, SpecError, TrainingError
+from kdcore.losses import uses_teacher
 from kdcore.plan import RunPlan
 
 
@@ -56,6 +58,7 @@ class Objective(torch.nn.Module):
 
     def forward(self, x, teacher, target) -> list[torch.Tensor]:
         out = self._run[0].student_forward(x, self.student)
+        self.last_features = out.features  # what the silent-distillation watch looks at
         return [loss(out, teacher, target).float() for loss in self.losses]
 
 
@@ -107,6 +110,8 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = DistributedDataParallel(self.objective, device_ids=ids)
         self.caches = teacher_caches(plan, self.run, self.device, self.data)
+        watched = [n for n, loss in zip(self.run.loss_names, self.run.losses) if uses_teacher(loss)]
+        self.watch = SilentDistillationWatch(patience=3, losses=watched)
         self.amp = t.amp == "bf16" or (t.amp == "auto" and self.device.type == "cuda")
         for note in self.run.notes:
             self.emit(Message(note))
@@ -162,6 +167,7 @@ class Trainer:
         self.step_count += 1
         step, t = self.step_count, self.plan.train
         x, t_out, target = step_inputs(batches, self.run, self.caches, self.plan.task.scale, self.device)
+        self.last_teacher = t_out
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             terms = self.model(x, t_out, target)
         total = sum(w * v for w, v in zip(self.run.loss_weights, terms))
@@ -194,6 +200,7 @@ class Trainer:
             self.log.log({"step": step, "loss": event.loss, **{f"loss/{k}": v for k, v in event.terms.items()},
                           "lr": event.lr, "steps_per_second": rate})
             self._window = []
+            self._watch(event)
         if t.eval_every and step % t.eval_every == 0 and step != t.steps:
             if self.writer:
                 self.evaluate()
@@ -206,6 +213,15 @@ class Trainer:
                 f"{stop.received} at step {step}: checkpoint written to {self.out / STATE}; "
                 "`kdcore run SPEC --resume` continues the run"
             )
+
+    def _watch(self, event: StepEnded) -> None:
+        """Warns when a teacher-using loss term or a tapped feature map stays exactly zero."""
+        features = {f"student {k}": v for k, v in getattr(self.objective, "last_features", {}).items()}
+        teacher = getattr(self, "last_teacher", None)
+        if teacher is not None:
+            features.update({f"teacher {k}": v for k, v in teacher.features.items() if not k.startswith("0/")})
+        for text in self.watch.observe(event.step, event.terms, features):
+            self.emit(Message(text, level="warning"))
 
     # -- evaluation, checkpoints, the end -------------------------------------------------------
     def eval_model(self) -> torch.nn.Module:
