@@ -14,7 +14,8 @@ import statistics
 from pathlib import Path
 from typing import Any, Sequence
 
-from kdcore.engine.checkpoints import STATE, atomic_write
+from kdcore.engine.checkpoints import STATE
+from kdcore.files import atomic_write
 from kdcore.engine.events import Callback, Message
 from kdcore.engine.trainer import train
 from kdcore.errors import SpecError

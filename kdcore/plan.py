@@ -154,7 +154,7 @@ class RunPlan:
         return data
 
     def write_spec(self, folder: Path) -> None:
-        from kdcore.engine.checkpoints import atomic_write
+        from kdcore.files import atomic_write
 
         text = json.dumps(self.resolved(), indent=2) + "\n"
         atomic_write(folder / SPEC_FILE, lambda tmp: Path(tmp).write_text(text))

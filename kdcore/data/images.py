@@ -6,7 +6,6 @@ Every image in kdcore is a float32 tensor 3×H×W (or B×3×H×W), RGB in [0, 1]
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from kdcore.errors import DataError
+from kdcore.files import atomic_write
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 """File extensions (lower case) that are read as images; other files in a folder are skipped."""
@@ -162,20 +162,8 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
 
 def save_image(tensor: torch.Tensor, path: str | os.PathLike) -> None:
     """Writes a 3×H×W image in [0, 1] as an 8-bit PNG, atomically (temp file + rename)."""
-    path = Path(path)
     array = to_uint8(tensor)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            Image.fromarray(array).save(stream, format="PNG")
-        os.replace(temp_name, path)
-    except BaseException:
-        try:
-            os.unlink(temp_name)
-        except FileNotFoundError:
-            pass
-        raise
+    atomic_write(Path(path), lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
 
 
 # --------------------------------------------------------------------------- resampling

@@ -45,6 +45,7 @@ class BuiltRun:
     teacher_taps: list[FeatureTaps | None] = field(default_factory=list)
     run_teacher: bool = False  # whether each step needs the teacher's output
     missing_init: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what `validate` prints and the run log says
 
     def teacher_forward(self, x: torch.Tensor) -> ModelOutput:
         """The weighted ensemble of the teachers' images, and each teacher's requested features.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from kdcore.errors import CheckpointError, KdcoreError
+from kdcore.errors import CheckpointError
+from kdcore.files import atomic_write
 
 WEIGHTS = "model.safetensors"
 STATE = "checkpoint.pt"
@@ -21,28 +21,6 @@ def weights_path(path: str | os.PathLike) -> Path:
     """A .safetensors file, or the model.safetensors of a run folder."""
     p = Path(path)
     return p / WEIGHTS if p.is_dir() else p
-
-
-def atomic_write(path: Path, write) -> None:
-    """Writes via a temporary file in the same folder, fsync and rename: never half a file."""
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        os.close(fd)
-        write(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        reason = exc.strerror or str(exc)
-        raise KdcoreError(f"cannot write {path}: {reason}; any previous version of it is intact") from None
-    except BaseException:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_weights(module: torch.nn.Module, path: Path) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 from kdcore.engine.checkpoints import STATE
 from kdcore.errors import SpecError
 from kdcore.plan import SPEC_FILE, RunPlan
+from kdcore.spec import read_spec_file
 
 #: keys that do not change what a run computes: a resumed run may change them
 RESUME_FREE_KEYS = {("train", "eval_every"), ("train", "checkpoint_every"), ("train", "log_every"),
@@ -38,7 +39,7 @@ def prepare_output(plan: RunPlan, *, resume: bool, overwrite: bool) -> Path:
     if resume:
         if not (out / STATE).exists():
             raise SpecError(f"--resume: {out} holds no checkpoint to resume from; run without --resume")
-        differing = diff_keys(json.loads(old_spec_file.read_text()), resolved)
+        differing = diff_keys(read_spec_file(old_spec_file), resolved)
         if differing:
             raise SpecError(
                 "--resume: the spec differs from the interrupted run's in "
@@ -59,8 +60,8 @@ def prepare_output(plan: RunPlan, *, resume: bool, overwrite: bool) -> Path:
 
 def _same_run(old_spec_file: Path, resolved: dict) -> bool:
     try:
-        return not diff_keys(json.loads(old_spec_file.read_text()), resolved)
-    except (OSError, ValueError):
+        return not diff_keys(read_spec_file(old_spec_file), resolved)
+    except SpecError:
         return False
 
 

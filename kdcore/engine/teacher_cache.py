@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from kdcore.data import ImagePair, apply_aug, crop
-from kdcore.engine.checkpoints import atomic_write
+from kdcore.files import atomic_write
 
 
 def default_cache_dir() -> Path:

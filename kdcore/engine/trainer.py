@@ -14,7 +14,8 @@ import timm.utils
 import torch
 
 from kdcore.engine.build import BuiltRun, build_run
-from kdcore.engine.checkpoints import STATE, WEIGHTS, atomic_write, load_state, save_state, save_weights
+from kdcore.engine.checkpoints import STATE, WEIGHTS, load_state, save_state, save_weights
+from kdcore.files import atomic_write
 from kdcore.engine.distributed import barrier, init_distributed
 from kdcore.engine.evaluate import evaluate
 from kdcore.engine.events import (
