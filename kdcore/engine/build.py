@@ -120,8 +120,7 @@ def bind_losses(plan: RunPlan, run: BuiltRun) -> list[str]:
             head, sep, rest = message.partition(": ")
             if sep and head.startswith("params"):  # "params.KEY: ..." names the key itself
                 where, message = f"{where}.{head}", rest
-            models = ", ".join([f"student {spec.student.name!r}"]
-                               + [f"{spec.teacher_location(j)} {t.name!r}" for j, t in enumerate(spec.teachers)])
+            models = ", ".join([f"student {plan.student.name!r}"] + [f"{t.where} {t.name!r}" for t in plan.teachers])
             raise SpecError(f"{where}: {message} ({models})") from None
         if note:
             notes.append(f"losses[{i}]: {note}")

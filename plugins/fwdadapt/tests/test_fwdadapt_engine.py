@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 
 import kdcore
+from kdcore.engine.events import Message
 import numpy as np
 import pytest
 import torch
@@ -89,9 +90,9 @@ def test_a_run_pulls_the_students_weights_towards_the_teachers(spec) -> None:
     spec["losses"] = [{"name": "forward-adaptation"}]
     messages: list[str] = []
 
-    def callback(event: str, **data) -> None:
-        if event == "message":
-            messages.append(data["text"])
+    def callback(event) -> None:
+        if isinstance(event, Message):
+            messages.append(event.text)
 
     kdcore.run(spec, callback=callback)
     assert any("forward-adaptation: 28 of 34 student tensors match" in m for m in messages)
