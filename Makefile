@@ -1,49 +1,53 @@
 # kdcore: the README's commands.
-#   make setup   create .venv with kdcore, the bundled plugins (editable) and the dev tools
+#   make setup   .venv from uv.lock: kdcore, every bundled plugin (editable), the extras, the dev tools
 #   make run     the quickstart: train a teacher, distil a student, print the table
 #   make test    the whole test suite, tutorials included
+#   make lint    ruff (lint and format) and mypy on kdcore/ and plugins/*/src
 #   make bench   the benchmarks; writes BENCHMARKS.md
 #   make lab     JupyterLab on the tutorials
+#   make lock    re-resolve uv.lock after a change to a pyproject.toml
+#   make clean   remove everything the project made (see the target)
 #
-# The third-party packages (about 6 GB, torch included) live in an environment cached outside the
-# checkout, keyed by the hash of constraints.txt, and are built from nothing where none exists;
-# .venv itself is small: it sees that environment through a .pth file and holds kdcore and the
-# plugins as editable installs.
+# The environment is uv's (https://docs.astral.sh/uv/): pyproject.toml declares the dependencies,
+# uv.lock pins the one tested set, and `uv sync` links .venv from uv's global cache (hardlinks
+# when the cache and the checkout share a filesystem), so a second checkout is set up in seconds.
+#
+# Adding a bundled plugin: create plugins/NAME with its own pyproject.toml (dist `kdcore-NAME`,
+# depending on "kdcore>=0.1"; the workspace takes in every plugins/* folder), run `make lock`
+# and commit uv.lock with it. If other plugins depend on it, also list it under
+# [tool.uv.sources] in the root pyproject.toml (`kdcore-NAME = { workspace = true }`).
 
 PYTHON_BASE ?= python3.11
+UV_VERSION ?= 0.13.9
+# uv from PATH, else the one `make setup` installs into the user's Python
+UV ?= $(or $(shell command -v uv 2>/dev/null),$(shell $(PYTHON_BASE) -m site --user-base 2>/dev/null)/bin/uv)
 KDCORE_CACHE ?= $(HOME)/.cache/kdcore
-DEPS_HASH := $(shell sha256sum constraints.txt | cut -c1-16)
-DEPS_ENV := $(KDCORE_CACHE)/deps-$(DEPS_HASH)
 VENV := .venv
 PY := $(VENV)/bin/python
-PLUGINS := plugins/hdrnet plugins/deformable-hdrnet plugins/reldiff plugins/featmatch plugins/fwdadapt
-EDITABLE := -e . $(foreach p,$(wildcard $(PLUGINS)),-e $(p))
-STAMP := $(VENV)/.kdcore-setup-$(DEPS_HASH)
+STAMP := $(VENV)/.kdcore-synced
 PYTEST_ARGS ?=
 
-.PHONY: setup run test bench lab clean
+.PHONY: setup run test lint bench lab lock clean
 
 setup: $(STAMP)
 
-# No file prerequisite: the hash of constraints.txt is in the path, and a fresh clone's newer file
-# times must not rebuild an environment that other checkouts share.
-$(DEPS_ENV)/.complete:
-	@echo "building the dependency environment $(DEPS_ENV) (about 2 minutes, 6 GB)"
-	rm -rf $(DEPS_ENV).tmp && mkdir -p $(KDCORE_CACHE)
-	$(PYTHON_BASE) -m venv $(DEPS_ENV).tmp
-	# installed at its final path so that its scripts point there
-	rm -rf $(DEPS_ENV) && mv $(DEPS_ENV).tmp $(DEPS_ENV)
-	$(DEPS_ENV)/bin/python -m pip install -q --disable-pip-version-check -r constraints.txt -c constraints.txt
+$(UV):
+	$(PYTHON_BASE) -m pip install --user --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+# --locked: a pyproject.toml changed without `make lock` is an error, not a silently stale .venv.
+$(STAMP): uv.lock pyproject.toml $(wildcard plugins/*/pyproject.toml) | $(UV)
+	@# a .venv from before uv (no uv line in pyvenv.cfg) is replaced, not patched
+	@if [ -d $(VENV) ] && ! grep -q '^uv = ' $(VENV)/pyvenv.cfg 2>/dev/null; then \
+		echo "replacing $(VENV) (not made by uv)"; rm -rf $(VENV); fi
+	@cache=$$($(UV) cache dir) && mkdir -p "$$cache" && \
+	if [ "$$(stat -c %d "$$cache")" != "$$(stat -c %d .)" ]; then \
+		echo "note: the uv cache $$cache is on another filesystem: files are copied, not linked;" \
+		     "set UV_CACHE_DIR to a folder on this one for a fast set-up"; fi
+	$(UV) sync --locked --all-packages --all-extras --python $(PYTHON_BASE)
 	touch $@
 
-$(STAMP): $(DEPS_ENV)/.complete pyproject.toml $(wildcard plugins/*/pyproject.toml)
-
-	$(PYTHON_BASE) -m venv $(VENV)
-	$(PY) -c "import sysconfig, pathlib; pathlib.Path(sysconfig.get_paths()['purelib'], '_kdcore_deps.pth').write_text('$(abspath $(DEPS_ENV))/lib/python3.11/site-packages\n')"
-	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt setuptools
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation $(EDITABLE)
-	$(PY) -m pip check >/dev/null || $(PY) -m pip check
-	touch $@
+lock: | $(UV)
+	$(UV) lock --python $(PYTHON_BASE)
 
 run: $(STAMP)
 	$(VENV)/bin/kdcore run examples/quickstart-teacher.json --overwrite
@@ -52,11 +56,26 @@ run: $(STAMP)
 test: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --nbmake $(PYTEST_ARGS) tests plugins $(wildcard tutorials/*.ipynb)
 
+lint: $(STAMP)
+	$(VENV)/bin/ruff check
+	$(VENV)/bin/ruff format --check
+	$(VENV)/bin/mypy
+
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
 
 lab: $(STAMP)
-	$(PY) -m jupyterlab --notebook-dir=tutorials
+	$(VENV)/bin/jupyter-lab --notebook-dir=tutorials
 
+# Inside the checkout: .venv, run folders, benchmark runs, build and tool caches. Outside it (said
+# when it runs): the teacher-output cache $(KDCORE_CACHE)/teacher-outputs (train.teacher_cache
+# "disk"), nothing else there. uv's global cache is shared with other projects and kept
+# (`uv cache prune` trims it). Tutorials work in temporary folders the system cleans.
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs benchmarks/results/runs benchmarks/results/smoke-data \
+		build dist .pytest_cache .hypothesis .ruff_cache .mypy_cache
+	find . -path ./.git -prune -o \( -name __pycache__ -o -name '*.egg-info' -o -name .ipynb_checkpoints \) \
+		-type d -prune -exec rm -rf {} +
+	@if [ -d "$(KDCORE_CACHE)/teacher-outputs" ]; then \
+		echo "rm -rf $(KDCORE_CACHE)/teacher-outputs   (outside the checkout: the teacher-output cache)"; \
+		rm -rf "$(KDCORE_CACHE)/teacher-outputs"; fi

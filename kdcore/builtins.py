@@ -24,6 +24,7 @@ class PixelLossParams(Params):
 
 class _PixelLoss(Loss):
     Params = PixelLossParams
+    params: PixelLossParams
 
     def uses_teacher(self) -> bool:
         return self.params.against == "teacher"
@@ -72,6 +73,7 @@ class CharbonnierLoss(_PixelLoss):
     """Charbonnier (smooth L1) distance sqrt(d² + eps²) of images."""
 
     Params = CharbonnierParams
+    params: CharbonnierParams
 
     def distance(self, diff):
         return torch.sqrt(diff.square() + self.params.eps**2)
@@ -93,7 +95,9 @@ class BicubicTeacher(Teacher):
 @hookimpl
 def kdcore_register_losses(register):
     register("l1", L1Loss, summary="mean absolute difference (student vs target or teacher)")
-    register("mse", MSELoss, aliases=("l2",), summary="mean squared difference (student vs target or teacher)")
+    register(
+        "mse", MSELoss, aliases=("l2",), summary="mean squared difference (student vs target or teacher)"
+    )
     register("charbonnier", CharbonnierLoss, summary="Charbonnier distance sqrt(d² + eps²)")
 
 
@@ -102,8 +106,16 @@ def kdcore_register_teachers(register):
     from kdcore.operators import ClaheTeacher, LocalContrastTeacher, UnsharpMaskTeacher
 
     register("bicubic", BicubicTeacher, summary="bicubic upscaling (identity for enhance); the SR baseline")
-    register("clahe", ClaheTeacher,
-             summary="contrast-limited adaptive histogram equalisation of the lightness (enhance only)")
-    register("unsharp-mask", UnsharpMaskTeacher, summary="unsharp-mask sharpening of every channel (enhance only)")
-    register("local-contrast", LocalContrastTeacher,
-             summary="local Laplacian detail boost and tone compression of the luminance (enhance only)")
+    register(
+        "clahe",
+        ClaheTeacher,
+        summary="contrast-limited adaptive histogram equalisation of the lightness (enhance only)",
+    )
+    register(
+        "unsharp-mask", UnsharpMaskTeacher, summary="unsharp-mask sharpening of every channel (enhance only)"
+    )
+    register(
+        "local-contrast",
+        LocalContrastTeacher,
+        summary="local Laplacian detail boost and tone compression of the luminance (enhance only)",
+    )

@@ -84,8 +84,13 @@ def image_metrics(
         a, b = a[0], b[0]
     ssim = float(
         structural_similarity(
-            a, b, data_range=data_range, channel_axis=channel_axis, gaussian_weights=True,
-            sigma=SSIM_SIGMA, use_sample_covariance=False,
+            a,
+            b,
+            data_range=data_range,
+            channel_axis=channel_axis,
+            gaussian_weights=True,
+            sigma=SSIM_SIGMA,
+            use_sample_covariance=False,
         )
     )
     if psnr > PSNR_CAP:  # identical images: inf

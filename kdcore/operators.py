@@ -13,6 +13,7 @@ what makes it real-time (the original use of HDRNet). They only make sense for `
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from typing import ClassVar
@@ -57,10 +58,14 @@ class OperatorTeacher(Teacher):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Applies the operator to each image of a B×3×H×W batch in [0, 1]."""
         if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"teacher '{self.operator_name}' expects a B×3×H×W batch, got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"teacher '{self.operator_name}' expects a B×3×H×W batch, got shape {tuple(x.shape)}"
+            )
         if x.shape[0] == 0:
             return x.clone()
-        images = rearrange(x.detach().to(device="cpu", dtype=torch.float64).clamp(0, 1).numpy(), "b c h w -> b h w c")
+        images = rearrange(
+            x.detach().to(device="cpu", dtype=torch.float64).clamp(0, 1).numpy(), "b c h w -> b h w c"
+        )
         out = np.stack([np.clip(self.process(np.ascontiguousarray(image)), 0.0, 1.0) for image in images])
         result = torch.from_numpy(np.ascontiguousarray(rearrange(out, "b h w c -> b c h w")))
         return result.to(device=x.device, dtype=x.dtype)
@@ -71,17 +76,24 @@ class OperatorTeacher(Teacher):
 
 class ClaheParams(Params):
     clip_limit: float = pydantic.Field(
-        default=0.01, ge=0.0, le=1.0,
+        default=0.01,
+        ge=0.0,
+        le=1.0,
         description="contrast limit of the tile histograms, normalised to [0, 1] (higher gives more "
-                    "contrast; 0 disables clipping, i.e. plain adaptive histogram equalisation)",
+        "contrast; 0 disables clipping, i.e. plain adaptive histogram equalisation)",
     )
     kernel_size: float = pydantic.Field(
-        default=0.125, gt=0.0, le=1.0,
+        default=0.125,
+        gt=0.0,
+        le=1.0,
         description="size of the contextual regions (tiles) as a fraction of the image's height and "
-                    "width (0.125 = 1/8, about 8×8 tiles); at least one pixel",
+        "width (0.125 = 1/8, about 8×8 tiles); at least one pixel",
     )
     nbins: int = pydantic.Field(
-        default=256, ge=2, le=16384, description="number of grey-level bins of the tile histograms",
+        default=256,
+        ge=2,
+        le=16384,
+        description="number of grey-level bins of the tile histograms",
     )
 
 
@@ -98,6 +110,7 @@ class ClaheTeacher(OperatorTeacher):
     """
 
     Params = ClaheParams
+    params: ClaheParams
     operator_name = "clahe"
 
     def process(self, image: np.ndarray) -> np.ndarray:
@@ -109,7 +122,9 @@ class ClaheTeacher(OperatorTeacher):
             return image.copy()
         height, width = lightness.shape
         kernel = tuple(min(side, max(1, round(p.kernel_size * side))) for side in (height, width))
-        equalised = exposure.equalize_adapthist(lightness, kernel_size=kernel, clip_limit=p.clip_limit, nbins=p.nbins)
+        equalised = exposure.equalize_adapthist(
+            lightness, kernel_size=kernel, clip_limit=p.clip_limit, nbins=p.nbins
+        )
         lab[..., 0] = 100.0 * (lo + (hi - lo) * equalised)
         with warnings.catch_warnings():  # out-of-gamut colours are clipped below; no need to warn
             warnings.simplefilter("ignore", UserWarning)
@@ -121,10 +136,16 @@ class ClaheTeacher(OperatorTeacher):
 
 class UnsharpMaskParams(Params):
     radius: float = pydantic.Field(
-        default=2.0, gt=0.0, le=100.0, description="standard deviation, in pixels, of the Gaussian blur that is subtracted",
+        default=2.0,
+        gt=0.0,
+        le=100.0,
+        description="standard deviation, in pixels, of the Gaussian blur that is subtracted",
     )
     amount: float = pydantic.Field(
-        default=1.0, ge=0.0, le=10.0, description="gain of the detail (image minus blur) added back; 0 is the identity",
+        default=1.0,
+        ge=0.0,
+        le=10.0,
+        description="gain of the detail (image minus blur) added back; 0 is the identity",
     )
 
 
@@ -136,11 +157,13 @@ class UnsharpMaskTeacher(OperatorTeacher):
     """
 
     Params = UnsharpMaskParams
+    params: UnsharpMaskParams
     operator_name = "unsharp-mask"
 
     def process(self, image: np.ndarray) -> np.ndarray:
-        return filters.unsharp_mask(image, radius=self.params.radius, amount=self.params.amount,
-                                    preserve_range=True, channel_axis=2)
+        return filters.unsharp_mask(
+            image, radius=self.params.radius, amount=self.params.amount, preserve_range=True, channel_axis=2
+        )
 
 
 # ------------------------------------------------------------------------------------ local contrast
@@ -167,8 +190,8 @@ def gaussian_pyramid(image: np.ndarray, levels: int) -> list[np.ndarray]:
 
 def laplacian_pyramid(gaussian: list[np.ndarray]) -> list[np.ndarray]:
     """Band-pass levels of a Gaussian pyramid plus its coarsest image; :func:`collapse` inverts it."""
-    bands = [fine - _expand(coarse, fine.shape) for fine, coarse in zip(gaussian[:-1], gaussian[1:])]
-    return bands + [gaussian[-1]]
+    bands = [fine - _expand(coarse, fine.shape) for fine, coarse in itertools.pairwise(gaussian)]
+    return [*bands, gaussian[-1]]
 
 
 def collapse(pyramid: list[np.ndarray]) -> np.ndarray:
@@ -179,7 +202,9 @@ def collapse(pyramid: list[np.ndarray]) -> np.ndarray:
     return image
 
 
-def local_laplacian(signal: np.ndarray, *, detail: float, tone: float, sigma_r: float, samples: int) -> np.ndarray:
+def local_laplacian(
+    signal: np.ndarray, *, detail: float, tone: float, sigma_r: float, samples: int
+) -> np.ndarray:
     """Fast local Laplacian filter of a 2-D ``signal`` (here log-luminance).
 
     Every pyramid coefficient is the coefficient of the signal remapped pointwise around the local
@@ -192,7 +217,7 @@ def local_laplacian(signal: np.ndarray, *, detail: float, tone: float, sigma_r: 
     is exact (a constant has no band-pass content). The coarsest level, the overall base, is
     scaled by ``tone`` about its mean.
     """
-    levels = max(1, int(math.floor(math.log2(max(min(signal.shape), 1)))) - 3)
+    levels = max(1, math.floor(math.log2(max(min(signal.shape), 1))) - 3)
     gaussian = gaussian_pyramid(signal, levels)
     out = [tone * band for band in laplacian_pyramid(gaussian)[:-1]]
     lo, hi = float(signal.min()), float(signal.max())
@@ -213,21 +238,29 @@ def local_laplacian(signal: np.ndarray, *, detail: float, tone: float, sigma_r: 
 
 class LocalContrastParams(Params):
     detail: float = pydantic.Field(
-        default=2.0, ge=0.0, le=10.0,
+        default=2.0,
+        ge=0.0,
+        le=10.0,
         description="gain of fine, low-amplitude detail in log-luminance (1 keeps it, >1 boosts, <1 smooths)",
     )
     tone: float = pydantic.Field(
-        default=0.8, gt=0.0, le=3.0,
+        default=0.8,
+        gt=0.0,
+        le=3.0,
         description="gain of the large-scale log-luminance variations, the base (<1 compresses the "
-                    "tonal range, lifting shadows and taming highlights; >1 expands it)",
+        "tonal range, lifting shadows and taming highlights; >1 expands it)",
     )
     sigma_r: float = pydantic.Field(
-        default=0.3, gt=0.0, le=5.0,
+        default=0.3,
+        gt=0.0,
+        le=5.0,
         description="log-luminance difference that separates detail (smaller) from edges (larger); "
-                    "0.3 is about a 35% contrast step",
+        "0.3 is about a 35% contrast step",
     )
     samples: int = pydantic.Field(
-        default=16, ge=2, le=64,
+        default=16,
+        ge=2,
+        le=64,
         description="intensity samples of the fast local Laplacian filter (more is more faithful and slower)",
     )
 
@@ -245,13 +278,16 @@ class LocalContrastTeacher(OperatorTeacher):
     """
 
     Params = LocalContrastParams
+    params: LocalContrastParams
     operator_name = "local-contrast"
 
     def process(self, image: np.ndarray) -> np.ndarray:
         p = self.params
         luminance = color.rgb2gray(image)
         log_lum = np.log(luminance + _LOG_OFFSET)
-        filtered = local_laplacian(log_lum, detail=p.detail, tone=p.tone, sigma_r=p.sigma_r, samples=p.samples)
+        filtered = local_laplacian(
+            log_lum, detail=p.detail, tone=p.tone, sigma_r=p.sigma_r, samples=p.samples
+        )
         # the gain on log(Y + c), applied to R, G and B alike; it fades out in the deep shadows
         ratio = np.exp(filtered - log_lum)
         out = image * ratio[..., None]

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 import pydantic
 import torch
+
 from kdcore.errors import KdcoreError, SpecError
 from kdcore.interfaces import AdapterFactory, Loss, ModelOutput
 from kdcore.interfaces import Params as BaseParams
@@ -94,9 +95,12 @@ class RelativeDifferenceLoss(Loss):
         @classmethod
         def _check_eps(cls, value: object) -> object:
             # Before pydantic's own bound check, for a message that says what to do.
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                if not math.isfinite(value) or value <= 0:
-                    raise ValueError(f"eps must be a finite number > 0 (got {value}); try 0.01")
+            if (
+                isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and (not math.isfinite(value) or value <= 0)
+            ):
+                raise ValueError(f"eps must be a finite number > 0 (got {value}); try 0.01")
             return value
 
         @pydantic.field_validator("compare", mode="before")
@@ -111,21 +115,15 @@ class RelativeDifferenceLoss(Loss):
                 return value
             if isinstance(value, (list, tuple)):
                 if not value:
-                    raise ValueError(
-                        "compare lists no feature module paths; give at least one, or 'image'"
-                    )
+                    raise ValueError("compare lists no feature module paths; give at least one, or 'image'")
                 for i, path in enumerate(value):
                     if not isinstance(path, str) or not path:
-                        raise ValueError(
-                            f"compare[{i}] must be a non-empty module path (got {path!r})"
-                        )
+                        raise ValueError(f"compare[{i}] must be a non-empty module path (got {path!r})")
                 duplicates = sorted({p for p in value if list(value).count(p) > 1})
                 if duplicates:
                     raise ValueError(f"compare lists {duplicates} more than once")
                 return list(value)
-            raise ValueError(
-                f"compare must be 'image' or a list of feature module paths (got {value!r})"
-            )
+            raise ValueError(f"compare must be 'image' or a list of feature module paths (got {value!r})")
 
     params: Params
 
