@@ -25,6 +25,7 @@ __all__ = [
     "hookimpl",
     "list_components",
     "load",
+    "report",
     "run",
     "validate",
 ]
@@ -38,4 +39,9 @@ def __getattr__(name: str):
         from kdcore import api
 
         return getattr(api, name)
+    if name == "report":
+        # the package kdcore.report, callable as kdcore.report(run_dirs, path=None) -> Path
+        import importlib
+
+        return importlib.import_module("kdcore.report")
     raise AttributeError(f"module 'kdcore' has no attribute {name!r}")

@@ -115,8 +115,10 @@ def run(
     run_spec = prepare(spec, overrides)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return train(run_spec, get_registry(), resolved=resolved_spec(run_spec), resume=resume,
-                     overwrite=overwrite, callback=callback)
+        summary = train(run_spec, get_registry(), resolved=resolved_spec(run_spec), resume=resume,
+                        overwrite=overwrite, callback=callback)
+    kdcore.report.report_after_run(summary["output"])  # RUN/report.html; a failure only warns
+    return summary
 
 
 def create(kind: str, name: str, params: dict | None = None, task: Task | None = None, **kwargs: Any):
