@@ -38,7 +38,7 @@ def find_chromium(install: bool) -> str | None:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
         try:
-            if subprocess.run(cmd, env=env, capture_output=True, timeout=900).returncode != 0:
+            if subprocess.run(cmd, env=env, capture_output=True, timeout=900, check=False).returncode != 0:
                 return None
         except (OSError, subprocess.TimeoutExpired):
             return None
@@ -58,7 +58,7 @@ class Browser:
         self.errors: list[str] = []
         self._id = 0
 
-    def __enter__(self) -> "Browser":
+    def __enter__(self) -> Browser:  # noqa: PYI034 - never subclassed
         self.proc = subprocess.Popen([self.binary, *FLAGS, f"--user-data-dir={self.profile}",
                                       "--remote-debugging-port=0", "about:blank"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

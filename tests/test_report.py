@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from report_browser import Browser, find_chromium
 
 import kdcore
 from kdcore.cli import main
@@ -19,8 +20,6 @@ from kdcore.errors import SpecError
 from kdcore.report import data as report_data
 from kdcore.report import page as report_page
 from kdcore.report.panels import split_strip, strip_layout
-
-from report_browser import Browser, find_chromium
 
 
 def _spec(images: dict, out: Path, seed: int) -> dict:
@@ -126,7 +125,7 @@ def test_per_image_psnr_from_the_strips_is_what_the_run_averaged(run_dir):
     run = report_data.load_run(run_dir)
     per_image: dict[str, list[float]] = {}
     for name in summary["val_images"]:
-        panels, labels, _ = report_page.gather_panels([run], name)
+        panels, _, _ = report_page.gather_panels([run], name)
         assert {p.kind for p in panels} == {"input", "baseline", "student", "teacher", "target"}
         for p in panels:
             if p.psnr is not None:
@@ -138,10 +137,10 @@ def test_per_image_psnr_from_the_strips_is_what_the_run_averaged(run_dir):
 def test_self_contained(runs, tmp_path):
     out = kdcore.report(runs, tmp_path / "compare.html", max_side=48)
     html = out.read_text()
-    attributes = re.findall(r"""(?:src|href)\s*=\s*["']?\s*([^"'\s>]*)""", html, re.I)
+    attributes = re.findall(r"""(?:src|href)\s*=\s*["']?\s*([^"'\s>]*)""", html, re.IGNORECASE)
     assert attributes and all(not a.lower().startswith(("http:", "https:", "//")) for a in attributes)
-    assert not re.search(r"""url\(\s*["']?\s*(https?:|//)""", html, re.I)
-    assert not re.search(r"@import|<link\b|<iframe\b", html, re.I)
+    assert not re.search(r"""url\(\s*["']?\s*(https?:|//)""", html, re.IGNORECASE)
+    assert not re.search(r"@import|<link\b|<iframe\b", html, re.IGNORECASE)
     assert all(a.startswith(("data:image/", "#")) for a in attributes)
 
 
@@ -203,6 +202,15 @@ def _decode(uri: str) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).convert("RGB"))
 
 
+def test_a_seeds_folder_is_its_seeds_side_by_side(runs, tmp_path):
+    for i, run in enumerate(runs):
+        shutil.copytree(run, tmp_path / "multi" / f"seed-{i}")
+    out = kdcore.report(tmp_path / "multi")
+    assert out == tmp_path / "multi" / "report.html"
+    html = out.read_text()
+    assert html.count('data-model="student"') == 2 and ">student · seed-1<" in html
+
+
 def test_large_images_are_downscaled_with_exact_crops(run_dir):
     run = report_data.load_run(run_dir)
     view = report_page.build_view([run], "chelsea", max_side=48)
@@ -230,7 +238,7 @@ def test_report_failure_does_not_lose_the_run(tiny_spec, monkeypatch):
 
 
 def test_report_is_the_package_and_the_function(run_dir):
-    import kdcore.report.data  # noqa: F401 - importing a submodule must not hide the function
+    import kdcore.report.data
 
     assert "report" in kdcore.__all__
     assert kdcore.report(str(run_dir), run_dir / "again.html") == run_dir / "again.html"
@@ -270,6 +278,19 @@ def _drag_and_look(browser: Browser, view: str) -> None:
     assert np.abs(shown_before - shown_after).max() > 20  # other pixels on screen, not only a style
 
 
+def _click_moves_the_zoom(browser: Browser) -> None:
+    """A click without dragging moves the zoom (at 8×, a part of the image), not the divider."""
+    browser.eval("(() => { const s = document.querySelector('#kd-view-0 .kd-zoom-factor'); s.value = '8';"
+                 "s.dispatchEvent(new Event('change')); })()")
+    x, y, w, h = browser.eval("(() => { const s = document.querySelector('#kd-view-0 .kd-stage'); s.scrollIntoView();"
+                              "const r = s.getBoundingClientRect(); return [r.x, r.y, r.width, r.height]; })()")
+    split = browser.eval("document.querySelector('#kd-view-0').getAttribute('data-split')")
+    caption = browser.eval("document.querySelector('#kd-view-0 .kd-zoom-caption').textContent")
+    browser.drag((x + 0.9 * w, y + 0.9 * h), (x + 0.9 * w, y + 0.9 * h), steps=0)
+    assert browser.eval("document.querySelector('#kd-view-0').getAttribute('data-split')") == split
+    assert browser.eval("document.querySelector('#kd-view-0 .kd-zoom-caption').textContent") != caption
+
+
 def test_in_a_real_browser(browser, runs, tmp_path):
     single = runs[0] / "report.html"
     compare = kdcore.report(runs, tmp_path / "compare.html", max_side=48)  # downscaled: the crop mode
@@ -284,6 +305,8 @@ def test_in_a_real_browser(browser, runs, tmp_path):
         assert browser.eval("document.querySelectorAll('#kd-curves svg').length") == 3
         for i in range(views):
             _drag_and_look(browser, f"#kd-view-{i}")
+        if page == single:
+            _click_moves_the_zoom(browser)
         browser.eval("window.scrollTo(0, 0)")
         shot = np.asarray(browser.screenshot(), dtype=np.int32)  # the table and the first view
         colours = np.unique((shot[..., 0] << 16) | (shot[..., 1] << 8) | shot[..., 2])

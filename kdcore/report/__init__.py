@@ -14,8 +14,8 @@ import types
 from typing import Any
 
 from kdcore.report.data import RunData, curves, headline_rows, load_run
-from kdcore.report.panels import strip_layout, write_strip_index
 from kdcore.report.page import REPORT_FILE, render, report, report_after_run
+from kdcore.report.panels import strip_layout, write_strip_index
 
 __all__ = ["REPORT_FILE", "RunData", "curves", "headline_rows", "load_run", "render", "report",
            "report_after_run", "strip_layout", "write_strip_index"]

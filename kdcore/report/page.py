@@ -10,9 +10,10 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import jinja2
 import numpy as np
@@ -31,7 +32,15 @@ from kdcore.report.data import (
     plugin_versions,
     unique_labels,
 )
-from kdcore.report.panels import IMAGES_DIR, Panel, low_resolution, panel_psnr, run_layout, split_strip, strip_names
+from kdcore.report.panels import (
+    IMAGES_DIR,
+    Panel,
+    low_resolution,
+    panel_psnr,
+    run_layout,
+    split_strip,
+    strip_names,
+)
 from kdcore.report.plots import line_plot
 
 REPORT_FILE = "report.html"
@@ -59,7 +68,7 @@ def _uri(pixels: np.ndarray, fmt: str) -> str:
         image.save(buffer, format="JPEG", quality=90, subsampling=0)
         mime = "image/jpeg"
     else:
-        image.save(buffer, format="PNG", compress_level=9)
+        image.save(buffer, format="PNG", compress_level=6)
         mime = "image/png"
     return f"data:{mime};base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}"
 

@@ -79,7 +79,7 @@ def split_strip(path: Path, layout: list[str]) -> dict[str, np.ndarray]:
     """The panels of one strip file as H×W×3 uint8 arrays; a strip of another width is a ValueError."""
     with Image.open(path) as image:
         pixels = np.asarray(image.convert("RGB"))
-    height, width = pixels.shape[:2]
+    width = pixels.shape[1]
     if width % len(layout):
         raise ValueError(f"{path}: width {width} is not {len(layout)} panels ({' | '.join(layout)})")
     step = width // len(layout)
