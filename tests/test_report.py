@@ -16,10 +16,10 @@ from report_browser import Browser, find_chromium
 
 import kdcore
 from kdcore.cli import main
-from kdcore.errors import SpecError
+from kdcore.errors import DataError, SpecError
 from kdcore.report import data as report_data
 from kdcore.report import page as report_page
-from kdcore.report.panels import split_strip, strip_layout
+from kdcore.report.panels import split_strip, strip_layout, write_strip_index
 
 
 def _spec(images: dict, out: Path, seed: int) -> dict:
@@ -168,8 +168,19 @@ def test_strips_split_back_into_the_panels(run_dir):
     panels = split_strip(strip, strip_layout(True, True))
     whole = np.asarray(Image.open(strip).convert("RGB"))
     assert np.array_equal(np.concatenate(list(panels.values()), axis=1), whole)
-    with pytest.raises(ValueError, match="not 3 panels"):
+    with pytest.raises(DataError, match="not 3 panels"):
         split_strip(strip, ["input", "student", "target"])  # 320 pixels are not 3 equal panels
+
+
+def test_the_recorded_layout_wins_over_inference(run_dir):
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary["teacher"] = None  # inferred alone, the strips would have 4 panels and 320 px fail to split
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(DataError, match=re.escape("coffee.png: does not split into the panels input | baseline")):
+        report_page.gather_panels([report_data.load_run(run_dir)], "coffee")
+    write_strip_index(run_dir / "images", strip_layout(True, True), ["chelsea", "coffee"])
+    panels, _, _ = report_page.gather_panels([report_data.load_run(run_dir)], "coffee")
+    assert [p.kind for p in panels] == ["input", "baseline", "target", "teacher", "student"]
 
 
 def test_bad_input_exits_2(tmp_path, capsys, runs):

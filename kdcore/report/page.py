@@ -143,14 +143,16 @@ def _run_panels(run: RunData, index: int, name: str) -> list[Panel]:
     strip = run.folder / IMAGES_DIR / f"{name}.png"
     if not strip.is_file():
         return []
-    layout = run_layout(run.folder, run.summary)
-    parts = split_strip(strip, layout)
+    layout, recorded = run_layout(run.folder, run.summary)
+    scale = int(run.task["scale"])
+    parts = split_strip(strip, layout, 1 if recorded else scale)
     panels = [Panel(kind, pixels, index) for kind, pixels in parts.items()]
     alone_dir = run.folder / "alone"
     alone_strip = alone_dir / IMAGES_DIR / f"{name}.png"
     if alone_strip.is_file() and (alone_dir / "spec.json").is_file():
         alone_summary = _maybe_json(alone_dir / "summary.json")
-        alone_parts = split_strip(alone_strip, run_layout(alone_dir, alone_summary))
+        alone_layout, alone_recorded = run_layout(alone_dir, alone_summary)
+        alone_parts = split_strip(alone_strip, alone_layout, 1 if alone_recorded else scale)
         if alone_parts["student"].shape == parts["student"].shape:
             panels.append(Panel("alone", alone_parts["student"], index))
     reference = parts.get("target")

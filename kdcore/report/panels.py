@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from kdcore.errors import DataError
 from kdcore.interfaces import Task
 from kdcore.metrics import image_psnr
 
@@ -51,18 +52,19 @@ def write_strip_index(images_dir: str | Path, panels: list[str], names: list[str
     return path
 
 
-def run_layout(folder: Path, summary: dict[str, Any] | None) -> list[str]:
-    """The panel order of a run's strips: from images/strips.json, else inferred from summary.json."""
+def run_layout(folder: Path, summary: dict[str, Any] | None) -> tuple[list[str], bool]:
+    """The panel order of a run's strips and whether it was recorded (images/strips.json) rather
+    than inferred from summary.json (teacher present? measured against a target?)."""
     index = folder / IMAGES_DIR / STRIP_INDEX
     if index.is_file():
         try:
             panels = json.loads(index.read_text())["panels"]
             if isinstance(panels, list) and all(p in PANEL_ORDER for p in panels):
-                return panels
+                return panels, True
         except (OSError, ValueError, KeyError, TypeError):
             pass
     summary = summary or {}
-    return strip_layout(bool(summary.get("teacher")), summary.get("measured_against", "target") == "target")
+    return strip_layout(bool(summary.get("teacher")), summary.get("measured_against", "target") == "target"), False
 
 
 @dataclass
@@ -75,15 +77,25 @@ class Panel:
     psnr: float | None = None
 
 
-def split_strip(path: Path, layout: list[str]) -> dict[str, np.ndarray]:
-    """The panels of one strip file as H×W×3 uint8 arrays; a strip of another width is a ValueError."""
+def split_strip(path: Path, layout: list[str], check_scale: int = 1) -> dict[str, np.ndarray]:
+    """The panels of one strip file as H×W×3 uint8 arrays.
+
+    A width that is not ``len(layout)`` equal panels is a :class:`DataError`; so is, with
+    ``check_scale`` > 1 (for an inferred layout), an input panel that is not the nearest-neighbour
+    enlargement the engine writes — the sign of a strip with other panels than assumed.
+    """
     with Image.open(path) as image:
         pixels = np.asarray(image.convert("RGB"))
     width = pixels.shape[1]
     if width % len(layout):
-        raise ValueError(f"{path}: width {width} is not {len(layout)} panels ({' | '.join(layout)})")
+        raise DataError(f"{path}: width {width} is not {len(layout)} panels ({' | '.join(layout)}); "
+                        f"the run's summary.json does not match its images")
     step = width // len(layout)
-    return {name: pixels[:, i * step:(i + 1) * step] for i, name in enumerate(layout)}
+    parts = {name: pixels[:, i * step:(i + 1) * step] for i, name in enumerate(layout)}
+    if check_scale > 1 and "input" in parts and low_resolution(parts["input"], check_scale) is None:
+        raise DataError(f"{path}: does not split into the panels {' | '.join(layout)} (its first panel is not "
+                        "an enlarged input); the run's summary.json does not match its images")
+    return parts
 
 
 def strip_names(folder: Path) -> list[str]:
