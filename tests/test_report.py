@@ -134,6 +134,23 @@ def test_per_image_psnr_from_the_strips_is_what_the_run_averaged(run_dir):
         assert np.mean(per_image[kind]) == pytest.approx(summary[kind]["psnr"], abs=1e-9)
 
 
+def test_enhance_without_targets_is_measured_against_the_teacher(tiny_images, tmp_path):
+    spec = _spec(tiny_images, tmp_path / "enhance", 0)
+    spec.update(task={"kind": "enhance", "scale": 1}, teacher={"name": "unsharp-mask"}, losses=[{"name": "l1"}])
+    spec["train"].update(steps=2, eval_every=0)
+    summary = kdcore.run(spec)
+    assert summary["measured_against"] == "teacher"
+    run = report_data.load_run(tmp_path / "enhance")
+    student = []
+    for name in summary["val_images"]:
+        panels, labels, _ = report_page.gather_panels([run], name)
+        assert labels == ["input", "baseline", "teacher", "student"]
+        assert panels[2].psnr is None  # the reference
+        student.append(panels[3].psnr)
+    assert np.mean(student) == pytest.approx(summary["student"]["psnr"], abs=1e-9)
+    assert "agreement with the teacher" in (tmp_path / "enhance" / "report.html").read_text()
+
+
 def test_self_contained(runs, tmp_path):
     out = kdcore.report(runs, tmp_path / "compare.html", max_side=48)
     html = out.read_text()

@@ -216,6 +216,8 @@ def gather_panels(runs: list[RunData], name: str) -> tuple[list[Panel], list[str
     labels = []
     for p, in_runs in merged:
         label = _LABELS.get(p.kind, p.kind)
+        if p.kind == "input" and runs[p.run].task["scale"] == 1:
+            label = "input"  # enhance: shown as it is
         if several and (counts[p.kind] > 1 or len(in_runs) < len(runs)):
             label += " · " + ", ".join(runs[i].label for i in in_runs)
         labels.append(label)
