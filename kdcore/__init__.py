@@ -47,6 +47,7 @@ __all__ = [
     "list_components",
     "load",
     "plan",
+    "report",
     "run",
     "validate",
 ]
@@ -64,4 +65,9 @@ def __getattr__(name: str):
         from kdcore.plan import RunPlan
 
         return RunPlan
+    if name == "report":
+        # the package kdcore.report, callable as kdcore.report(run_dirs, path=None) -> Path
+        import importlib
+
+        return importlib.import_module("kdcore.report")
     raise AttributeError(f"module 'kdcore' has no attribute {name!r}")

@@ -303,6 +303,14 @@ def _cmd_enhance(args) -> int:
     return 0
 
 
+def _cmd_report(args) -> int:
+    from kdcore.report import report
+
+    path = report(args.run_dirs, args.output, max_images=args.max_images, max_side=args.max_side)
+    print(path)
+    return 0
+
+
 def _cmd_new_plugin(args) -> int:
     from kdcore.scaffold import next_steps, scaffold_plugin
 
@@ -360,6 +368,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pixels", type=int, default=16_000_000,
                    help="larger inputs are processed in 1024-pixel tiles to bound memory")
     p.set_defaults(func=_cmd_enhance)
+
+    p = sub.add_parser("report", help="the self-contained HTML report of one run, or several side by side")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="the HTML file (default RUN_DIR/report.html; required for several runs)")
+    p.add_argument("--max-images", type=int, default=10, metavar="N",
+                   help="validation images shown as before/after views (all get a PSNR row)")
+    p.add_argument("--max-side", type=int, default=960, metavar="PIXELS",
+                   help="larger images are shown downscaled, with full-resolution crops")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("new-plugin", help="scaffold a plugin package in a new folder NAME/")
     p.add_argument("name")

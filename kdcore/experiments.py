@@ -65,8 +65,15 @@ def run_with_baselines(plan: RunPlan, *, callbacks: Sequence[Callback] = (), res
     """Trains ``plan`` and each baseline it asks for; returns the combined summary (summary.json)."""
     check_baselines(plan)
     summary = train(plan, callbacks=callbacks, resume=resume, overwrite=overwrite)
-    if not plan.train.baselines:
-        return summary
+    if plan.train.baselines:
+        summary = _train_baselines(plan, summary, callbacks, resume)
+    import kdcore.report
+
+    kdcore.report.report_after_run(summary["output"])  # RUN/report.html; a failure only warns
+    return summary
+
+
+def _train_baselines(plan: RunPlan, summary: dict, callbacks: Sequence[Callback], resume: bool) -> dict:
     for which in plan.train.baselines:
         sub = RunPlan.from_spec(baseline_spec(plan, which), registry=plan.registry, check_sources=False)
         for callback in callbacks:

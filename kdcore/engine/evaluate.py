@@ -61,6 +61,11 @@ def evaluate(
                 save_image(torch.cat(panels, dim=-1), images_dir / f"{pair.name}.png")
     finally:
         student.train(was_training)
+    if images_dir is not None and pairs:
+        from kdcore.report import strip_layout, write_strip_index
+
+        layout = strip_layout(teacher_forward is not None, pairs[0].target is not None)
+        write_strip_index(images_dir, layout, [p.name for p in pairs])
     return {
         "against": against,
         "student": mean_metrics(rows["student"]),
