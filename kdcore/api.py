@@ -67,12 +67,18 @@ def run(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if seeds is not None:
-            return run_seeds(spec, list(seeds), callbacks=every, resume=resume, overwrite=overwrite, **overrides)
-        if isinstance(spec, RunPlan):
-            run_plan = spec.with_overrides(**overrides) if overrides else spec
+            summary = run_seeds(spec, list(seeds), callbacks=every, resume=resume, overwrite=overwrite, **overrides)
         else:
-            run_plan = RunPlan.from_spec(spec, overrides)
-        return run_with_baselines(run_plan, callbacks=every, resume=resume, overwrite=overwrite)
+            if isinstance(spec, RunPlan):
+                run_plan = spec.with_overrides(**overrides) if overrides else spec
+            else:
+                run_plan = RunPlan.from_spec(spec, overrides)
+            summary = run_with_baselines(run_plan, callbacks=every, resume=resume, overwrite=overwrite)
+    import kdcore.report
+
+    for folder in summary.get("runs", [summary["output"]]):
+        kdcore.report.report_after_run(folder)  # RUN/report.html; a failure only warns
+    return summary
 
 
 def create(kind: str, name: str, params: dict | None = None, task: Task | None = None, **kwargs: Any):

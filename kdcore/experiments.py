@@ -67,9 +67,6 @@ def run_with_baselines(plan: RunPlan, *, callbacks: Sequence[Callback] = (), res
     summary = train(plan, callbacks=callbacks, resume=resume, overwrite=overwrite)
     if plan.train.baselines:
         summary = _train_baselines(plan, summary, callbacks, resume)
-    import kdcore.report
-
-    kdcore.report.report_after_run(summary["output"])  # RUN/report.html; a failure only warns
     return summary
 
 

@@ -193,6 +193,8 @@ def test_the_recorded_layout_wins_over_inference(run_dir):
     summary = json.loads((run_dir / "summary.json").read_text())
     summary["teacher"] = None  # inferred alone, the strips would have 4 panels and 320 px fail to split
     (run_dir / "summary.json").write_text(json.dumps(summary))
+    assert (run_dir / "images" / "strips.json").exists()  # the engine records the layout
+    (run_dir / "images" / "strips.json").unlink()  # as in a run folder made before it did
     with pytest.raises(DataError, match=re.escape("coffee.png: does not split into the panels input | baseline")):
         report_page.gather_panels([report_data.load_run(run_dir)], "coffee")
     write_strip_index(run_dir / "images", strip_layout(True, True), ["chelsea", "coffee"])
