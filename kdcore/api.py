@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from kdcore.engine.events import Callback
+from kdcore.engine.events import Callback, Message
+from kdcore.engine.output import finished_run
 from kdcore.errors import KdcoreError, SpecError
 from kdcore.interfaces import Task
 from kdcore.plan import RunPlan, SpecLike, build_component
@@ -53,6 +54,7 @@ def run(
     callback: Callback | None = None,
     callbacks: list[Callback] | tuple[Callback, ...] = (),
     seeds: list[int] | tuple[int, ...] | None = None,
+    reuse: bool = False,
     **overrides: Any,
 ) -> dict:
     """Trains as the spec says (``kdcore run``) and returns the content of summary.json.
@@ -60,6 +62,8 @@ def run(
     ``overrides`` use the ``--set`` spelling with ``__`` for dots: ``train__steps=10``.
     ``callback`` / ``callbacks`` receive the typed events of :mod:`kdcore.engine.events`.
     With ``seeds``, one complete run per seed in ``OUTPUT/seed-N/`` and the aggregate summary.
+    With ``reuse``, a finished run of the same spec in the output folder is not trained again: its
+    summary is returned.
     """
     from kdcore.experiments import run_seeds, run_with_baselines
 
@@ -73,6 +77,11 @@ def run(
                 run_plan = spec.with_overrides(**overrides) if overrides else spec
             else:
                 run_plan = RunPlan.from_spec(spec, overrides)
+            finished = finished_run(run_plan) if reuse and not resume else None
+            if finished is not None:
+                for fn in every:
+                    fn(Message(f"{run_plan.output} holds a finished run of this spec: reused, not trained again"))
+                return finished
             summary = run_with_baselines(run_plan, callbacks=every, resume=resume, overwrite=overwrite)
     import kdcore.report
 

@@ -136,6 +136,7 @@ def _launch(args) -> int:
         cmd += ["--set", item]
     cmd += [f for f, on in (("--resume", args.resume), ("--overwrite", args.overwrite), ("--quiet", args.quiet)) if on]
     cmd += ["--seeds", args.seeds] if args.seeds is not None else []
+    cmd += ["--reuse"] if args.reuse else []
     cmd += ["--baseline", args.baseline] if args.baseline else []
     return subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}).returncode
 
@@ -153,7 +154,7 @@ def _cmd_run(args) -> int:
         overrides["train.baseline"] = args.baseline
     seeds = _parse_seeds(args.seeds) if args.seeds is not None else None
     rank0 = os.environ.get("RANK", "0") == "0"
-    summary = api.run(args.spec, resume=args.resume, overwrite=args.overwrite,
+    summary = api.run(args.spec, resume=args.resume, overwrite=args.overwrite, reuse=args.reuse,
                       callback=_Progress(not args.quiet and rank0), seeds=seeds, **overrides)
     if not rank0:
         return 0
@@ -329,6 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace a different run in the output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--reuse", action="store_true",
+                   help="a finished run of the same spec in the output folder is reused, not trained again")
     p.add_argument("--seeds", metavar="0,1,2", help="one complete run per seed in OUTPUT/seed-N/, and their aggregate")
     p.add_argument("--baseline", choices=["none", "alone"], help="same as train.baseline: also train the student alone")
     p.add_argument("--nproc", type=int, default=1, metavar="N",

@@ -149,3 +149,13 @@ def test_deformable_student_from_hdrnet_teacher_equals_it_at_step_0():
 
 def test_build_run_from_plan_is_importable():
     assert callable(build_run)
+
+
+def test_reuse_returns_a_finished_run_of_the_same_spec(tiny_spec):
+    first = kdcore.run(tiny_spec)
+    weights = (Path(tiny_spec["output"]) / "model.safetensors").read_bytes()
+    again = kdcore.run(tiny_spec, reuse=True)
+    assert again == json.loads(json.dumps(first))
+    assert (Path(tiny_spec["output"]) / "model.safetensors").read_bytes() == weights
+    changed = kdcore.run(tiny_spec, reuse=True, overwrite=True, train__steps=2)  # another spec: trained
+    assert changed["steps"] == 2

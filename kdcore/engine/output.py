@@ -65,6 +65,23 @@ def _same_run(old_spec_file: Path, resolved: dict) -> bool:
         return False
 
 
+def finished_run(plan: RunPlan) -> dict | None:
+    """The summary of a finished run of this same spec in ``plan.output`` (for ``--reuse``), else None."""
+    out = plan.output
+    summary_file, spec_file = out / "summary.json", out / SPEC_FILE
+    if not (summary_file.is_file() and spec_file.is_file() and (out / "model.safetensors").is_file()):
+        return None
+    if not _same_run(spec_file, plan.resolved()):
+        return None
+    try:
+        summary = json.loads(summary_file.read_text())
+    except (OSError, ValueError):
+        return None
+    if summary.get("steps") != plan.train.steps or any(b not in summary for b in plan.train.baselines):
+        return None
+    return summary
+
+
 class MetricsLog:
     """metrics.jsonl (one object per line, each with "step") and TensorBoard scalars."""
 
