@@ -22,6 +22,7 @@ __all__ = [
     "Teacher",
     "__version__",
     "create",
+    "export",
     "hookimpl",
     "list_components",
     "load",
@@ -38,4 +39,10 @@ def __getattr__(name: str):
         from kdcore import api
 
         return getattr(api, name)
+    if name == "export":
+        # kdcore.export is both the module and, called, the function export(run_dir, path, **options):
+        # importing the submodule binds its name on the package, so the module itself is callable.
+        import kdcore.export
+
+        return kdcore.export
     raise AttributeError(f"module 'kdcore' has no attribute {name!r}")

@@ -193,7 +193,7 @@ def _cmd_eval(args) -> int:
     from kdcore.spec import BUILTIN_PREFIX, RunSpec
 
     run_dir = Path(args.run_dir)
-    student = api.load(run_dir)
+    student = _eval_model(args, run_dir)
     raw = json.loads((run_dir / "spec.json").read_text())
     spec = RunSpec.model_validate(raw)
     source: Any = spec.data.val
@@ -208,11 +208,11 @@ def _cmd_eval(args) -> int:
         raise SpecError("--data: these images have no targets to measure against; give {input,target} folders")
     result = evaluate(student, pairs, spec.task, torch.device("cpu"))
     out = {"student": result["student"], "baseline": {"name": baseline_name(spec.task), **result["baseline"]},
-           "images": len(pairs)}
+           "images": len(pairs), "backend": "onnxruntime" if args.onnx or args.backend == "onnxruntime" else "torch"}
     if args.json:
         print(json.dumps(out, indent=2))
     else:
-        print(f"{len(pairs)} images: student PSNR {out['student']['psnr']:.2f} dB SSIM {out['student']['ssim']:.4f}"
+        print(f"{len(pairs)} images ({out['backend']}): student PSNR {out['student']['psnr']:.2f} dB SSIM {out['student']['ssim']:.4f}"
               f" | {out['baseline']['name']} PSNR {out['baseline']['psnr']:.2f} dB SSIM {out['baseline']['ssim']:.4f}")
     return 0
 
@@ -230,7 +230,7 @@ def _cmd_enhance(args) -> int:
     for p in images:
         if not p.is_file():
             raise SpecError(f"{p}: no such image file")
-    student = api.load(args.run_dir)
+    student = _enhance_model(args)
     scale = student.task.scale
     inputs = [(p, load_image(p)) for p in images]  # every file is checked before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -245,6 +245,61 @@ def _cmd_enhance(args) -> int:
         target = out_dir / f"{p.stem}.png"
         save_image(y, target)
         print(target)
+    return 0
+
+
+def _eval_model(args, run_dir: Path):
+    """The model ``kdcore eval`` measures: the PyTorch student, or its ONNX export in onnxruntime."""
+    from kdcore import api
+
+    if args.onnx or args.backend == "onnxruntime":
+        from kdcore.export import DEFAULT_FILE, load_onnx
+
+        if not (run_dir / "spec.json").is_file():
+            raise SpecError(f"{run_dir}: not a kdcore run folder (no spec.json)")
+        path = Path(args.onnx) if args.onnx else run_dir / DEFAULT_FILE
+        if not path.is_file():
+            raise SpecError(f"{path}: no such ONNX file; run `kdcore export {run_dir}` first or give --onnx FILE")
+        return load_onnx(path, args.threads)
+    return api.load(run_dir)
+
+
+def _enhance_model(args):
+    """The model ``kdcore enhance`` applies: a run folder's student (torch or onnxruntime) or an ONNX file."""
+    from kdcore import api
+
+    source = Path(args.run_dir)
+    is_onnx_file = source.suffix.lower() == ".onnx"
+    if is_onnx_file or args.backend == "onnxruntime":
+        from kdcore.export import DEFAULT_FILE, load_onnx
+
+        path = source if is_onnx_file else source / DEFAULT_FILE
+        if not is_onnx_file and not path.is_file():
+            if not (source / "spec.json").is_file():
+                raise SpecError(f"{source}: neither a kdcore run folder nor an .onnx file")
+            raise SpecError(f"{path}: no such ONNX file; run `kdcore export {source}` first")
+        if args.backend == "torch":
+            raise SpecError(f"{source}: an ONNX file runs with --backend onnxruntime, not torch")
+        return load_onnx(path, args.threads)
+    return api.load(source)
+
+
+def _cmd_export(args) -> int:
+    from kdcore.export import export
+
+    options: dict[str, Any] = {"format": args.format, "opset": args.opset, "tolerance": args.tolerance,
+                               "exporter": args.exporter, "int8": args.int8}
+    report = export(args.run_dir, args.output, **options)
+    for row in report["verification"]:
+        psnr = "identical" if row["psnr_db"] is None else f"PSNR {row['psnr_db']:.1f} dB"
+        print(f"verified {row['batch']}×3×{row['size'][0]}×{row['size'][1]}: "
+              f"max abs difference {row['max_abs_diff']:.2e}, {psnr} (tolerance {report['tolerance']:g})")
+    if "int8" in report:
+        q = report["int8"]
+        psnr = "-" if q["min_psnr_db_vs_float"] is None else f"{q['min_psnr_db_vs_float']:.1f} dB"
+        print(f"int8: {q['file']} ({q['bytes'] / 1e6:.2f} MB), PSNR vs float {psnr}")
+    print(f"wrote {report['file']} ({report['bytes'] / 1e6:.2f} MB, opset {report['opset']}) and "
+          f"{Path(report['run_dir']) / 'export.json'}")
     return 0
 
 
@@ -292,17 +347,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--data", help="builtin:NAME or a folder (default: the run's data.val)")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
+                   help="onnxruntime: measure the exported RUN_DIR/model.onnx (kdcore export) instead")
+    p.add_argument("--onnx", metavar="FILE", help="measure this exported ONNX file (implies --backend onnxruntime)")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: its own choice)")
     p.set_defaults(func=_cmd_eval)
 
-    p = sub.add_parser("enhance", help="apply a trained student to image files")
-    p.add_argument("run_dir")
+    p = sub.add_parser("enhance", help="apply a trained student (run folder or .onnx file) to image files")
+    p.add_argument("run_dir", metavar="RUN_DIR|MODEL.onnx")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("-o", "--output", required=True, metavar="OUT_DIR")
     p.add_argument("--tile", type=int, default=0, metavar="PIXELS",
                    help="process in overlapping tiles of this size (default: only images above --max-pixels)")
     p.add_argument("--max-pixels", type=int, default=16_000_000,
                    help="larger inputs are processed in 1024-pixel tiles to bound memory")
+    p.add_argument("--backend", choices=["torch", "onnxruntime"], default=None,
+                   help="torch (default for a run folder) or onnxruntime (RUN_DIR/model.onnx, or the .onnx file given)")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: its own choice)")
     p.set_defaults(func=_cmd_enhance)
+
+    p = sub.add_parser("export", help="the student alone as ONNX, verified in onnxruntime against PyTorch")
+    p.add_argument("run_dir")
+    p.add_argument("-o", "--output", metavar="FILE", help="the ONNX file (default: RUN_DIR/model.onnx)")
+    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument("--opset", type=int, default=17, metavar="N", help="ONNX opset (default 17)")
+    p.add_argument("--tolerance", type=float, default=1e-4,
+                   help="largest max abs difference to PyTorch accepted at every verified size (default 1e-4)")
+    p.add_argument("--exporter", choices=["torchscript", "dynamo"], default="torchscript",
+                   help="torch.onnx exporter (default torchscript: see the README's Export section)")
+    p.add_argument("--int8", action="store_true",
+                   help="also write MODEL.int8.onnx (onnxruntime dynamic int8) and its PSNR against the float model")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("new-plugin", help="scaffold a plugin package in a new folder NAME/")
     p.add_argument("name")
