@@ -187,7 +187,6 @@ def _cmd_list(args) -> int:
 def _cmd_eval(args) -> int:
     import torch
 
-    from kdcore import api
     from kdcore.data import load_pairs
     from kdcore.engine.evaluate import baseline_name, evaluate
     from kdcore.spec import BUILTIN_PREFIX, RunSpec
@@ -220,7 +219,6 @@ def _cmd_eval(args) -> int:
 def _cmd_enhance(args) -> int:
     import torch
 
-    from kdcore import api
     from kdcore.data import load_image, save_image
     from kdcore.engine.tiling import run_tiled
     from kdcore.interfaces import as_output
