@@ -49,6 +49,12 @@ def format_table(summary: dict) -> str:
     st = summary["student"]
     rows.append((f"student ({st['name']})", _fmt(st["psnr"]), _fmt(st["ssim"], 4), f"{st['params']:,}",
                  _fmt(st.get("latency_ms"), 1)))
+    if any(isinstance(summary.get(k), dict) and "onnx_latency_ms" in summary[k] for k in ("student", "teacher")):
+        # onnxruntime latency of the exported model (kdcore.export.onnx_latency_ms), next to PyTorch's
+        extra = ["onnxruntime ms", "-"] + (["-"] if teacher else []) + [_fmt(st.get("onnx_latency_ms"), 1)]
+        if teacher:
+            extra[2] = _fmt(teacher.get("onnx_latency_ms"), 1)
+        rows = [(*r, e) for r, e in zip(rows, extra)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
     note = ""

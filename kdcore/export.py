@@ -255,7 +255,8 @@ def onnx_latency_ms(model: str | os.PathLike | torch.nn.Module, probe: torch.Ten
     """Median wall time, in milliseconds, of onnxruntime (CPU, ``threads`` threads) on ``probe``.
 
     ``model``: an ONNX file, an :class:`OnnxStudent`, or a PyTorch student (exported to a
-    temporary file first, without verification). One warm-up run; the median of ``runs``.
+    temporary file first, without verification; :class:`ExportError` if it cannot be). One warm-up
+    run; the median of ``runs``.
     """
     _require_onnx()
     with contextlib.ExitStack() as stack:
@@ -263,7 +264,10 @@ def onnx_latency_ms(model: str | os.PathLike | torch.nn.Module, probe: torch.Ten
             session = _session(model.path, threads)
         elif isinstance(model, torch.nn.Module):
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-            _export_graph(model.eval(), tmp / "m.onnx", DEFAULT_OPSET, "torchscript")
+            try:
+                _export_graph(model.eval(), tmp / "m.onnx", DEFAULT_OPSET, "torchscript")
+            except Exception as exc:  # noqa: BLE001 - one line; callers may record "no ONNX latency"
+                raise ExportError(f"{type(model).__name__}: cannot be exported to ONNX: {_short_reason(exc)}") from None
             session = _session(tmp / "m.onnx", threads)
         else:
             session = _session(model, threads)

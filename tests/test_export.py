@@ -206,3 +206,23 @@ def test_onnx_student_and_latency(hdrnet_run, exported):
     probe = torch.rand(1, 3, 32, 32)
     assert onnx_latency_ms(hdrnet_run / "model.onnx", probe, threads=1, runs=2) > 0
     assert onnx_latency_ms(model, probe, threads=1, runs=1) > 0
+
+
+def test_int8_reports_psnr_against_float(hdrnet_run, exported, tmp_path):
+    report = kdcore.export(hdrnet_run, tmp_path / "m.onnx", int8=True)
+    q = report["int8"]
+    assert (tmp_path / "m.int8.onnx").is_file() and q["bytes"] < report["bytes"]
+    assert q["min_psnr_db_vs_float"] is None or q["min_psnr_db_vs_float"] > 20
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.int8.onnx", "m.onnx"]
+
+
+def test_summary_table_shows_onnxruntime_latency_when_present():
+    from kdcore.cli import format_table
+
+    summary = {"baseline": {"name": "bicubic", "psnr": 30.0, "ssim": 0.9}, "teacher": None,
+               "student": {"name": "hdrnet", "psnr": 31.0, "ssim": 0.91, "params": 5, "latency_ms": 8.0,
+                           "onnx_latency_ms": 5.5}}
+    table = format_table(summary)
+    assert "onnxruntime ms" in table.splitlines()[0] and table.splitlines()[2].rstrip().endswith("5.5")
+    del summary["student"]["onnx_latency_ms"]
+    assert "onnxruntime" not in format_table(summary)
