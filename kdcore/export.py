@@ -246,7 +246,15 @@ class OnnxStudent(torch.nn.Module):
 
 
 def load_onnx(path: str | os.PathLike, threads: int | None = None) -> OnnxStudent:
-    """An exported student (``kdcore export``'s file) as an onnxruntime-backed module."""
+    """An exported student (``kdcore export``'s file) as an onnxruntime-backed module.
+
+    Warns when the file sits in a run folder whose weights are newer (an export of an earlier run).
+    """
+    path = Path(path)
+    weights = path.parent / "model.safetensors"
+    if path.is_file() and weights.is_file() and weights.stat().st_mtime > path.stat().st_mtime:
+        warnings.warn(f"{path} is older than {weights}: it may hold an earlier run's student; "
+                      f"run `kdcore export {path.parent}` again", stacklevel=2)
     return OnnxStudent(path, threads)
 
 
