@@ -84,12 +84,33 @@ class _ImageOnly(torch.nn.Module):
 # ----------------------------------------------------------------------------- export
 
 
+@contextlib.contextmanager
+def _quiet_output() -> Iterator[None]:
+    """Silences file descriptors 1 and 2: the TorchScript exporter always turns its C++ log on
+    and prints the whole graph there when it fails; kdcore reports the failure in one line."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, devnull):
+            os.close(fd)
+
+
 def _export_graph(student: torch.nn.Module, path: Path, opset: int, exporter: str) -> list[str]:
     """Writes the ONNX graph of ``student`` to ``path``; returns the exporter's tracer warnings."""
     wrapper = _ImageOnly(student).eval()
     b, h, w = TRACE_SIZE
     x = torch.rand(b, 3, h, w, generator=torch.Generator().manual_seed(0))
-    with warnings.catch_warnings(record=True) as caught, torch.no_grad():
+    with warnings.catch_warnings(record=True) as caught, torch.no_grad(), _quiet_output():
         warnings.simplefilter("always")
         if exporter == "dynamo":
             dim = torch.export.Dim.DYNAMIC
@@ -144,8 +165,9 @@ def _exports(module: torch.nn.Module, args: tuple, opset: int) -> bool:
             # sizes stay dynamic, as in the whole export (a size-dependent op fails here too)
             names = [f"in{i}" for i in range(len(args))]
             axes = {n: [d for d in range(a.ndim) if d != 1 or a.ndim < 4] for n, a in zip(names, args)}
-            torch.onnx.export(module, args, os.path.join(tmp, "m.onnx"), dynamo=False, opset_version=opset,
-                              input_names=names, dynamic_axes=axes)
+            with _quiet_output():
+                torch.onnx.export(module, args, os.path.join(tmp, "m.onnx"), dynamo=False, opset_version=opset,
+                                  input_names=names, dynamic_axes=axes)
         except Exception:  # noqa: BLE001 - any failure means: not exportable
             return False
     return True
@@ -348,7 +370,7 @@ def _failures(rows: list[dict[str, Any]], tolerance: float) -> list[str]:
 def _versions() -> dict[str, str]:
     from importlib.metadata import version
 
-    out = {"torch": torch.__version__}
+    out: dict[str, str] = {"torch": str(torch.__version__)}
     for dist in ("onnx", "onnxruntime"):
         with contextlib.suppress(Exception):
             out[dist] = version(dist)
@@ -363,6 +385,15 @@ def _temporary_next_to(path: Path) -> Iterator[Path]:
         yield tmp
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _torchscript_max_opset() -> int:
+    try:
+        from torch.onnx._constants import ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET
+
+        return int(ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET)
+    except ImportError:  # older torch: the exporter itself says when it cannot
+        return 99
 
 
 def export_student(
@@ -391,6 +422,9 @@ def export_student(
     _require_onnx()
     if exporter not in EXPORTERS:
         raise SpecError(f"exporter: {exporter!r} is not one of {', '.join(EXPORTERS)}")
+    if exporter == "torchscript" and not 9 <= opset <= _torchscript_max_opset():
+        raise SpecError(f"--opset: {opset} is outside what the TorchScript exporter writes "
+                        f"(9 to {_torchscript_max_opset()}); grid_sample-based students need at least 16")
     if not 1 <= len(sizes) or any(min(s) < 1 for s in sizes):
         raise SpecError("sizes: give at least one (batch, height, width) with positive entries")
     path = Path(path)

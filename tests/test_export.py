@@ -117,10 +117,12 @@ class _Wrapped(torch.nn.Module):
         return self.body(x).clamp(0, 1)
 
 
-def test_unexportable_module_is_a_short_error_naming_it(tmp_path):
+def test_unexportable_module_is_a_short_error_naming_it(tmp_path, capfd):
     target = tmp_path / "m.onnx"
     with pytest.raises(ExportError) as info:
         export_student(_Wrapped(), kdcore.Task(kind="enhance", scale=1), target, name="toy")
+    printed = capfd.readouterr()
+    assert "graph" not in printed.out + printed.err  # the exporter's C++ log of the whole graph is silenced
     message = str(info.value)
     assert "student toy" in message and "'body.1' (_Unexportable)" in message
     assert "\n" not in message and "Traceback" not in message
@@ -133,6 +135,13 @@ def test_cli_export_error_exits_1_without_traceback(tmp_path, capsys):
     assert main(["export", str(tmp_path / "missing")]) == 1
     err = capsys.readouterr().err
     assert "not a kdcore run folder" in err and "Traceback" not in err
+
+
+def test_cli_export_rejects_an_opset_the_exporter_cannot_write(hdrnet_run, capsys):
+    from kdcore.cli import main
+
+    assert main(["export", str(hdrnet_run), "-o", str(hdrnet_run / "x.onnx"), "--opset", "30"]) == 2
+    assert "--opset: 30" in capsys.readouterr().err and not (hdrnet_run / "x.onnx").exists()
 
 
 @pytest.mark.parametrize("name, params, kind", [
