@@ -16,12 +16,18 @@ plugin wraps (tiny configs) and records which fail and why.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+# Both runtimes wait passively between parallel regions (onnxruntime: no spinning, see kdcore.export):
+# on a shared machine PyTorch's spinning OpenMP threads cost it several times its compute time.
+# Takes effect only when this script starts the process (run_all imports torch before).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch
 
@@ -154,8 +160,8 @@ def markdown(result: dict[str, Any]) -> str:
         (f"`benchmarks/onnx_latency.py`: {m['cpu']}, {m['threads']} threads (torch and onnxruntime), torch "
          f"{m['torch']}, onnxruntime {result['onnxruntime']}; load average {result['loadavg_start']} at the start, "
          f"{result['loadavg_end']} at the end. One 1×3×H×W input; PyTorch in `torch.inference_mode()`, onnxruntime "
-         "(no thread spinning) on the file `kdcore export` writes, each model verified first; calls interleaved "
-         "in one process, ms (min / median)."),
+         f"(no thread spinning; OMP_WAIT_POLICY={result.get('omp_wait_policy')} for PyTorch) on the file "
+         "`kdcore export` writes, each model verified first; calls interleaved in one process, ms (min / median)."),
         "",
         "| case | model | params | PyTorch min | PyTorch median | onnxruntime min | onnxruntime median | ort / torch (median) |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
@@ -185,6 +191,7 @@ def run(smoke: bool, threads: int, out: Path, log: Callable[[str], None] = print
     folder = out / "onnx-models"
     folder.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"machine": common.machine_info(threads), "onnxruntime": onnxruntime.__version__,
+                              "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
                               "loadavg_start": common.loadavg()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
