@@ -26,8 +26,9 @@ from typing import Any
 
 # Both runtimes wait passively between parallel regions (onnxruntime: no spinning, see kdcore.export):
 # on a shared machine PyTorch's spinning OpenMP threads cost it several times its compute time.
-# Takes effect only when this script starts the process (run_all imports torch before).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Set only when this script starts the process (run_all imports torch before; importers keep their env).
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch
 
