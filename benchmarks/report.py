@@ -158,6 +158,10 @@ def markdown(results: dict, plot_files: dict[str, Path], md_dir: Path, out: Path
     add(_cost(results, plot_files, md_dir))
     add(_quality(results, plot_files, md_dir))
     add(_gpu(results))
+    if results.get("onnx_latency"):
+        from onnx_latency import markdown as onnx_markdown
+
+        add(onnx_markdown(results["onnx_latency"]) + "\n")
     add(_method(results))
     return "".join(parts)
 

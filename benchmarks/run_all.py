@@ -3,6 +3,7 @@
     python benchmarks/run_all.py [--data FOLDER]... [--smoke] [--out DIR] [--markdown FILE]
 
 Sections: speed (latency, baseline, memory, sr, training step, channels_last, torch.compile),
+PyTorch eager vs onnxruntime latency of exported students (and which architectures export),
 distillation step cost in the training engine, quality (sr ×2 distillation vs alone; enhance with
 an operator teacher), and GPU latency when CUDA is available. Sized to finish in under 30 minutes
 on two CPU cores; ``--smoke`` runs the same code on tiny sizes in well under a minute.
@@ -25,6 +26,7 @@ import kdcore  # noqa: E402
 
 import common  # noqa: E402
 import distill_cost  # noqa: E402
+import onnx_latency  # noqa: E402
 import quality  # noqa: E402
 import report  # noqa: E402
 import speed  # noqa: E402
@@ -105,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", type=Path, default=None,
                         help="the report (default: BENCHMARKS.md at the repository root; OUT/BENCHMARKS.md with --smoke)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--skip", nargs="*", default=[], choices=["speed", "compile", "memory", "quality", "cost", "gpu"],
+    parser.add_argument("--skip", nargs="*", default=[], choices=["speed", "compile", "memory", "quality", "cost", "gpu", "onnx"],
                         help="sections to leave out")
     args = parser.parse_args(argv)
     for folder in args.data:
@@ -167,6 +169,11 @@ def main(argv: list[str] | None = None) -> int:
         results["compile"] = speed.compile_attempt(cfg["compile_sizes"], cfg["compile_repeats"], args.threads,
                                                    cfg["compile_timeout_s"])
         done("compile")
+    if "onnx" not in args.skip:
+        section("onnx")
+        _log("ONNX export: PyTorch eager vs onnxruntime")
+        results["onnx_latency"] = onnx_latency.run(args.smoke, args.threads, out, log=_log, probe=not args.smoke)
+        done("onnx")
     if "gpu" not in args.skip:
         section("gpu")
         results["gpu"] = gpu_section(cfg)

@@ -43,6 +43,7 @@ __all__ = [
     "__version__",
     "as_output",
     "create",
+    "export",
     "hookimpl",
     "list_components",
     "load",
@@ -70,4 +71,10 @@ def __getattr__(name: str):
         import importlib
 
         return importlib.import_module("kdcore.report")
+    if name == "export":
+        # kdcore.export is both the module and, called, the function export(run_dir, path, **options):
+        # importing the submodule binds its name on the package, so the module itself is callable.
+        import kdcore.export
+
+        return kdcore.export
     raise AttributeError(f"module 'kdcore' has no attribute {name!r}")

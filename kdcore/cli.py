@@ -53,11 +53,14 @@ def format_table(summary: dict) -> str:
     rows = [("", "PSNR dB", "SSIM", "params", "latency ms")]
     base = summary["baseline"]
     rows.append((_label("baseline", base), _fmt(base["psnr"]), _fmt(base["ssim"], 4), "0", "-"))
-    for key in ("teacher", "student", "alone", "init-only"):
-        block = summary.get(key)
-        if block:
-            rows.append((_label(key, block), _fmt(block["psnr"]), _fmt(block["ssim"], 4), f"{block['params']:,}",
-                         _fmt(block.get("latency_ms"), 1)))
+    blocks = [(key, summary[key]) for key in ("teacher", "student", "alone", "init-only") if summary.get(key)]
+    for key, block in blocks:
+        rows.append((_label(key, block), _fmt(block["psnr"]), _fmt(block["ssim"], 4), f"{block['params']:,}",
+                     _fmt(block.get("latency_ms"), 1)))
+    if any("onnx_latency_ms" in block for _, block in blocks):
+        # onnxruntime latency of the exported model (kdcore.export.onnx_latency_ms), next to PyTorch's
+        extra = ["onnxruntime ms", "-"] + [_fmt(block.get("onnx_latency_ms"), 1) for _, block in blocks]
+        rows = [(*r, e) for r, e in zip(rows, extra)]
     lines = _rows_table(rows)
     if "kd_gain_db" in summary:
         lines.append(f"KD gain (student distilled − alone): {summary['kd_gain_db']:+.2f} dB")
@@ -241,14 +244,13 @@ def _cmd_list(args) -> int:
 def _cmd_eval(args) -> int:
     import torch
 
-    from kdcore import api
     from kdcore.data import source_from_spec
     from kdcore.engine.evaluate import baseline_name, evaluate
     from kdcore.plan import RunPlan
 
     run_dir = Path(args.run_dir)
     plan = RunPlan.from_run(run_dir)
-    student = api.load(run_dir)
+    student = _eval_model(args, run_dir)
     source = plan.val_data
     if args.data:
         value: Any = args.data
@@ -264,11 +266,11 @@ def _cmd_eval(args) -> int:
         raise SpecError("--data: these images have no targets to measure against; give {input,target} folders")
     result = evaluate(student, pairs, plan.task, torch.device("cpu"))
     out = {"student": result["student"], "baseline": {"name": baseline_name(plan.task), **result["baseline"]},
-           "images": len(pairs)}
+           "images": len(pairs), "backend": "onnxruntime" if args.onnx or args.backend == "onnxruntime" else "torch"}
     if args.json:
         print(json.dumps(out, indent=2))
     else:
-        print(f"{len(pairs)} images: student PSNR {out['student']['psnr']:.2f} dB SSIM {out['student']['ssim']:.4f}"
+        print(f"{len(pairs)} images ({out['backend']}): student PSNR {out['student']['psnr']:.2f} dB SSIM {out['student']['ssim']:.4f}"
               f" | {out['baseline']['name']} PSNR {out['baseline']['psnr']:.2f} dB SSIM {out['baseline']['ssim']:.4f}")
     return 0
 
@@ -276,7 +278,6 @@ def _cmd_eval(args) -> int:
 def _cmd_enhance(args) -> int:
     import torch
 
-    from kdcore import api
     from kdcore.data import load_image, save_image
     from kdcore.engine.tiling import run_tiled
     from kdcore.interfaces import as_output
@@ -286,7 +287,7 @@ def _cmd_enhance(args) -> int:
     for p in images:
         if not p.is_file():
             raise SpecError(f"{p}: no such image file")
-    student = api.load(args.run_dir)
+    student = _enhance_model(args)
     scale = student.task.scale
     inputs = [(p, load_image(p)) for p in images]  # every file is checked before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -309,6 +310,61 @@ def _cmd_report(args) -> int:
 
     path = report(args.run_dirs, args.output, max_images=args.max_images, max_side=args.max_side)
     print(path)
+    return 0
+
+
+def _eval_model(args, run_dir: Path):
+    """The model ``kdcore eval`` measures: the PyTorch student, or its ONNX export in onnxruntime."""
+    from kdcore import api
+
+    if args.onnx or args.backend == "onnxruntime":
+        from kdcore.export import DEFAULT_FILE, load_onnx
+
+        if not (run_dir / "spec.json").is_file():
+            raise SpecError(f"{run_dir}: not a kdcore run folder (no spec.json)")
+        path = Path(args.onnx) if args.onnx else run_dir / DEFAULT_FILE
+        if not path.is_file():
+            raise SpecError(f"{path}: no such ONNX file; run `kdcore export {run_dir}` first or give --onnx FILE")
+        return load_onnx(path, args.threads)
+    return api.load(run_dir)
+
+
+def _enhance_model(args):
+    """The model ``kdcore enhance`` applies: a run folder's student (torch or onnxruntime) or an ONNX file."""
+    from kdcore import api
+
+    source = Path(args.run_dir)
+    is_onnx_file = source.suffix.lower() == ".onnx"
+    if is_onnx_file or args.backend == "onnxruntime":
+        from kdcore.export import DEFAULT_FILE, load_onnx
+
+        path = source if is_onnx_file else source / DEFAULT_FILE
+        if not is_onnx_file and not path.is_file():
+            if not (source / "spec.json").is_file():
+                raise SpecError(f"{source}: neither a kdcore run folder nor an .onnx file")
+            raise SpecError(f"{path}: no such ONNX file; run `kdcore export {source}` first")
+        if args.backend == "torch":
+            raise SpecError(f"{source}: an ONNX file runs with --backend onnxruntime, not torch")
+        return load_onnx(path, args.threads)
+    return api.load(source)
+
+
+def _cmd_export(args) -> int:
+    from kdcore.export import export
+
+    options: dict[str, Any] = {"format": args.format, "opset": args.opset, "tolerance": args.tolerance,
+                               "exporter": args.exporter, "int8": args.int8}
+    report = export(args.run_dir, args.output, **options)
+    for row in report["verification"]:
+        psnr = "identical" if row["psnr_db"] is None else f"PSNR {row['psnr_db']:.1f} dB"
+        print(f"verified {row['batch']}×3×{row['size'][0]}×{row['size'][1]}: "
+              f"max abs difference {row['max_abs_diff']:.2e}, {psnr} (tolerance {report['tolerance']:g})")
+    if "int8" in report:
+        q = report["int8"]
+        psnr = "-" if q["min_psnr_db_vs_float"] is None else f"{q['min_psnr_db_vs_float']:.1f} dB"
+        print(f"int8: {q['file']} ({q['bytes'] / 1e6:.2f} MB), PSNR vs float {psnr}")
+    print(f"wrote {report['file']} ({report['bytes'] / 1e6:.2f} MB, opset {report['opset']}) and "
+          f"{Path(report['run_dir']) / 'export.json'}")
     return 0
 
 
@@ -360,16 +416,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--data", help="builtin:NAME, a folder, or '{\"input\": DIR, \"target\": DIR}' (default: the run's data.val)")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
+                   help="onnxruntime: measure the exported RUN_DIR/model.onnx (kdcore export) instead")
+    p.add_argument("--onnx", metavar="FILE", help="measure this exported ONNX file (implies --backend onnxruntime)")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: its own choice)")
     p.set_defaults(func=_cmd_eval)
 
-    p = sub.add_parser("enhance", help="apply a trained student to image files")
-    p.add_argument("run_dir")
+    p = sub.add_parser("enhance", help="apply a trained student (run folder or .onnx file) to image files")
+    p.add_argument("run_dir", metavar="RUN_DIR|MODEL.onnx")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("-o", "--output", required=True, metavar="OUT_DIR")
     p.add_argument("--tile", type=int, default=0, metavar="PIXELS",
                    help="process in overlapping tiles of this size (default: only images above --max-pixels)")
     p.add_argument("--max-pixels", type=int, default=16_000_000,
                    help="larger inputs are processed in 1024-pixel tiles to bound memory")
+    p.add_argument("--backend", choices=["torch", "onnxruntime"], default=None,
+                   help="torch (default for a run folder) or onnxruntime (RUN_DIR/model.onnx, or the .onnx file given)")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: its own choice)")
     p.set_defaults(func=_cmd_enhance)
 
     p = sub.add_parser("report", help="the self-contained HTML report of one run, or several side by side")
@@ -381,6 +444,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-side", type=int, default=960, metavar="PIXELS",
                    help="larger images are shown downscaled, with full-resolution crops")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("export", help="the student alone as ONNX, verified in onnxruntime against PyTorch")
+    p.add_argument("run_dir")
+    p.add_argument("-o", "--output", metavar="FILE", help="the ONNX file (default: RUN_DIR/model.onnx)")
+    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument("--opset", type=int, default=17, metavar="N", help="ONNX opset (default 17)")
+    p.add_argument("--tolerance", type=float, default=1e-4,
+                   help="largest max abs difference to PyTorch accepted at every verified size (default 1e-4)")
+    p.add_argument("--exporter", choices=["torchscript", "dynamo"], default="torchscript",
+                   help="torch.onnx exporter (default torchscript: see the README's Export section)")
+    p.add_argument("--int8", action="store_true",
+                   help="also write MODEL.int8.onnx (onnxruntime dynamic int8) and its PSNR against the float model")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("new-plugin", help="scaffold a plugin package in a new folder NAME/")
     p.add_argument("name")

@@ -110,6 +110,11 @@ class TrainSpec(_Strict):
     )
     ema: float | None = Field(default=None, gt=0, lt=1, description="decay of an exponential moving average of the student (e.g. 0.999)")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto")
+    onnx_latency: bool = Field(
+        default=False,
+        description="also export the trained student to ONNX and measure its onnxruntime latency on the "
+        "latency probe (summary.json 'onnx_latency_ms'; needs kdcore[export])",
+    )
     baseline: Literal["none", "alone"] | list[Literal["alone", "init-only"]] = Field(
         default="none",
         description="also train the same student without the teacher in RUN/alone/ ('alone'; summary.json "

@@ -30,7 +30,7 @@ def test_smoke_run_writes_report_json_and_plots(run_all, tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert results["mode"] == "smoke"
     assert results["machine"]["threads"] == 2
-    for key in ("latency", "latency_sr2", "channels_last", "train_step", "memory", "compile", "gpu",
+    for key in ("latency", "latency_sr2", "channels_last", "train_step", "memory", "compile", "gpu", "onnx_latency",
                 "quality_sr", "distill_cost", "quality_enhance", "quality_folders"):
         assert key in results, key
     row = results["latency"][0]

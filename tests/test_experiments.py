@@ -159,3 +159,12 @@ def test_reuse_returns_a_finished_run_of_the_same_spec(tiny_spec):
     assert (Path(tiny_spec["output"]) / "model.safetensors").read_bytes() == weights
     changed = kdcore.run(tiny_spec, reuse=True, overwrite=True, train__steps=2)  # another spec: trained
     assert changed["steps"] == 2
+
+
+def test_onnx_latency_is_measured_when_asked(tiny_spec):
+    tiny_spec["train"] = dict(tiny_spec["train"], steps=1, onnx_latency=True)
+    summary = kdcore.run(tiny_spec)
+    assert summary["student"]["onnx_latency_ms"] > 0
+    from kdcore.cli import format_table
+
+    assert "onnxruntime ms" in format_table(summary)

@@ -48,6 +48,8 @@ def run_summary(trainer: Trainer, result: dict) -> dict[str, Any]:
         "device": str(trainer.device),
         "ema": plan.train.ema is not None,
     }
+    if plan.train.onnx_latency:
+        summary["student"]["onnx_latency_ms"] = _onnx_latency(trainer.eval_model(), probe)
     if run.teachers:
         names = [c.name for c in plan.teachers]
         summary["teacher"] = {
@@ -57,3 +59,14 @@ def run_summary(trainer: Trainer, result: dict) -> dict[str, Any]:
             "latency_ms": measure_latency(Ensemble(run.teacher_forward), probe),
         }
     return summary
+
+
+def _onnx_latency(model: torch.nn.Module, probe: torch.Tensor) -> float | None:
+    """The student's onnxruntime latency (``train.onnx_latency``), None where it cannot be exported."""
+    from kdcore.errors import KdcoreError
+    from kdcore.export import onnx_latency_ms
+
+    try:
+        return onnx_latency_ms(model, probe.cpu(), threads=torch.get_num_threads())
+    except KdcoreError:
+        return None

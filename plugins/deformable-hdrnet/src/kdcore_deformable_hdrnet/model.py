@@ -218,7 +218,8 @@ class DeformableHDRNet(HDRNet):
         full = self.fullres_input(x)
         details = self.details(full)
         b, _, height, width = full.shape
-        streamed = not torch.is_grad_enabled() and not self.training
+        # The exported graph takes the one-block path: its row loop would depend on the size.
+        streamed = not torch.is_grad_enabled() and not self.training and not torch.onnx.is_in_onnx_export()
         step = max(1, STREAM_BLOCK_PIXELS // max(1, b * width)) if streamed else height
         out = torch.empty_like(full, memory_format=torch.contiguous_format) if streamed else None
         blocks = []

@@ -17,7 +17,7 @@ _BINOMIAL = (1.0, 3.0, 3.0, 1.0)
 
 def _blur_subsample(x: torch.Tensor) -> torch.Tensor:
     """Separable binomial blur (edge-replicated), then keep every second pixel."""
-    c = x.shape[1]
+    c = int(x.shape[1])  # a constant kernel shape in exported graphs
     k = torch.tensor(_BINOMIAL, device=x.device, dtype=x.dtype) / 8
     x = F.pad(x, (1, 2, 1, 2), mode="replicate")
     x = F.conv2d(x, k.view(1, 1, 1, 4).expand(c, 1, 1, 4), groups=c, stride=(1, 2))

@@ -153,6 +153,9 @@ class HDRNet(kdcore.Student):
         without touching the pixels no output needs.
         """
         n = self.params.net_input_size
+        if torch.onnx.is_in_onnx_export():  # one graph for every input size (same values)
+            return F.interpolate(x, size=(n, n), mode="bilinear", align_corners=False,
+                                 antialias=self.params.lowres_antialias)
         h, w = x.shape[-2:]
         if (h, w) == (n, n):
             return x
@@ -170,6 +173,8 @@ class HDRNet(kdcore.Student):
     def fullres_input(self, x: torch.Tensor) -> torch.Tensor:
         """The image the grid is applied to: ``x`` (clamped to [0, 1]), or its clamped bicubic upscale in sr."""
         if self.scale == 1:
+            if torch.onnx.is_in_onnx_export():  # no data-dependent branch in an exported graph
+                return x.clamp(0, 1)
             low, high = torch.aminmax(x)
             return x if low >= 0 and high <= 1 else x.clamp(0, 1)
         up = F.interpolate(x, scale_factor=self.scale, mode="bicubic", align_corners=False)
@@ -201,6 +206,7 @@ class HDRNet(kdcore.Student):
         return (
             not torch.is_grad_enabled()
             and not self.training
+            and not torch.onnx.is_in_onnx_export()  # size-dependent row loop: export the ops path
             and type(self).slice_coefficients is HDRNet.slice_coefficients
             and not self.guide._forward_hooks
             and not self.guide._forward_pre_hooks
