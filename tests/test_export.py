@@ -129,12 +129,12 @@ def test_unexportable_module_is_a_short_error_naming_it(tmp_path, capfd):
     assert not list(tmp_path.iterdir())
 
 
-def test_cli_export_error_exits_1_without_traceback(tmp_path, capsys):
+def test_cli_export_of_a_missing_run_folder_exits_2_without_traceback(tmp_path, capsys):
     from kdcore.cli import main
 
-    assert main(["export", str(tmp_path / "missing")]) == 1
+    assert main(["export", str(tmp_path / "missing")]) == 2  # bad input, as for a missing image
     err = capsys.readouterr().err
-    assert "not a kdcore run folder" in err and "Traceback" not in err
+    assert "no such run folder" in err and "Traceback" not in err
 
 
 def test_cli_export_rejects_an_opset_the_exporter_cannot_write(hdrnet_run, capsys):
