@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from kdcore_hdrnet import fused
 from kdcore_hdrnet.detail import laplacian_details
 from kdcore_hdrnet.guide import ConvGuide, CurveGuide
 from kdcore_hdrnet.lowres import LowResStream
@@ -69,6 +70,12 @@ class HDRNetParams(kdcore.interfaces.Params):
         description="sr only: Laplacian-pyramid detail levels of the bicubic upscale that the grid "
         "can amplify per pixel (3 more coefficients per level).",
     )
+    enhance_detail_levels: int = pydantic.Field(
+        default=0, ge=0, le=4,
+        description="enhance only: Laplacian-pyramid detail levels of the input that the grid can "
+        "amplify per pixel, as in sr (0 = the paper's affine-only model). Local operators "
+        "(sharpening, local contrast) need them: see the README, 'Learning operators'.",
+    )
     lowres_antialias: bool = pydantic.Field(
         default=False,
         description="Antialias when shrinking the input to net_input_size (the official code does not).",
@@ -101,7 +108,7 @@ class HDRNet(kdcore.Student):
         super().__init__(params, task)
         p: HDRNetParams = self.params
         self.scale = self.task.scale
-        self.detail_levels = p.sr_detail_levels if self.task.kind == "sr" else 0
+        self.detail_levels = p.sr_detail_levels if self.task.kind == "sr" else p.enhance_detail_levels
         self.n_coeffs = 12 + 3 * self.detail_levels
         self.luma_bins = p.luma_bins
         self.lowres = LowResStream(
@@ -188,6 +195,8 @@ class HDRNet(kdcore.Student):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """B×3×h×w in [0, 1] → B×3×(h·scale)×(w·scale) in [0, 1]."""
         grid = self.predict_grid(x)
+        if self._can_fuse(x, grid):
+            return self._forward_fused(grid, x)
         full = self.fullres_input(x)
         details = self.details(full)
         if self._can_stream():
@@ -195,6 +204,33 @@ class HDRNet(kdcore.Student):
         guide = self.guide(full)
         coeffs = self.slice_coefficients(grid, guide)
         return apply_coefficients(coeffs, full, details).clamp(0, 1)
+
+    def _can_fuse(self, x: torch.Tensor, grid: torch.Tensor) -> bool:
+        """Whether the fused CPU kernel (:mod:`kdcore_hdrnet.fused`) computes what :meth:`forward`
+        would: inference on CPU float32, no export/tracing/compile, HDRNet's own full-resolution
+        building blocks and guide. Warns once when only the missing kernel stands in the way."""
+        if not (
+            self._can_stream()
+            and x.device.type == "cpu" and grid.device.type == "cpu"
+            and x.dtype == torch.float32 and grid.dtype == torch.float32
+            and x.dim() == 4 and x.shape[1] == 3
+            and type(self).fullres_input is HDRNet.fullres_input
+            and type(self).details is HDRNet.details
+            and type(self.guide) in (CurveGuide, ConvGuide)
+            and not fused.exporting()
+        ):
+            return False
+        if not fused.available():
+            fused.warn_unavailable_once()
+            return False
+        return True
+
+    def _forward_fused(self, grid: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Guide, slice, apply and detail gains in one pass of the fused kernel."""
+        full = self.fullres_input(x) if self.scale == 1 else fused.bicubic_clamped(x, self.scale)
+        guide = fused.guide_arrays(self.guide)
+        assert guide is not None
+        return fused.run(full, grid, guide, fused.gaussian_levels(full, self.detail_levels))
 
     def _can_stream(self) -> bool:
         """Whether the block-of-rows inference path computes exactly what :meth:`forward` would."""
