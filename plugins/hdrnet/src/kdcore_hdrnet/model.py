@@ -9,6 +9,7 @@ of that upscale (see the README).
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 import kdcore
@@ -31,6 +32,9 @@ from kdcore_hdrnet.slicing import (
     slice_grid,
     slice_rows,
 )
+
+#: enhance training inputs smaller than this fraction of net_input_size get a warning
+PATCH_WARN_RATIO = 0.8
 
 #: Pixels per block of rows in the streamed (inference) path; keeps intermediates in cache.
 STREAM_BLOCK_PIXELS = 65536
@@ -194,6 +198,8 @@ class HDRNet(kdcore.Student):
     # ----------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """B×3×h×w in [0, 1] → B×3×(h·scale)×(w·scale) in [0, 1]."""
+        if self.training:
+            self._check_training_size(x)
         grid = self.predict_grid(x)
         if self._can_fuse(x, grid):
             return self._forward_fused(grid, x)
@@ -204,6 +210,26 @@ class HDRNet(kdcore.Student):
         guide = self.guide(full)
         coeffs = self.slice_coefficients(grid, guide)
         return apply_coefficients(coeffs, full, details).clamp(0, 1)
+
+    _size_warned = False
+
+    def _check_training_size(self, x: torch.Tensor) -> None:
+        """Warns once (enhance) when training inputs are far below ``net_input_size``: the
+        low-resolution stream then sees every patch enlarged, so the grid learns an operator at
+        another scale than the one it meets on whole images, and stays near the identity."""
+        n = self.params.net_input_size
+        side = min(x.shape[-2:])
+        if self.task.kind != "enhance" or side >= PATCH_WARN_RATIO * n or HDRNet._size_warned:
+            return
+        HDRNet._size_warned = True
+        warnings.warn(
+            f"{type(self).__name__}: training patches of {x.shape[-2]}×{x.shape[-1]} pixels are far below "
+            f"params.net_input_size ({n}); the grid then learns the operator at a different scale than "
+            f"on whole images and stays close to the identity. Raise data.patch_size to at least {n} "
+            f"(or lower net_input_size and spatial_bins); see the kdcore-hdrnet README, 'Learning operators'.",
+            UserWarning,
+            stacklevel=3,
+        )
 
     def _can_fuse(self, x: torch.Tensor, grid: torch.Tensor) -> bool:
         """Whether the fused CPU kernel (:mod:`kdcore_hdrnet.fused`) computes what :meth:`forward`
