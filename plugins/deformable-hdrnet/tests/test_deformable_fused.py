@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import warnings
 
-import kdcore
 import pytest
 import torch
+from kdcore_deformable_hdrnet.model import DeformableHDRNet
 from kdcore_hdrnet import fused
 
-from kdcore_deformable_hdrnet.model import DeformableHDRNet
+import kdcore
 
 SMALL = {"net_input_size": 64, "spatial_bins": 4}
 

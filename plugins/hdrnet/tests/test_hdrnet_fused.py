@@ -7,7 +7,6 @@ import warnings
 import pytest
 import torch
 from hdrnet_helpers import make_model, perturb
-
 from kdcore_hdrnet import fused
 
 TOL = 1e-5
@@ -98,7 +97,6 @@ def test_fused_helpers_match_torch():
     if not fused.available():
         pytest.skip("the fused kernels are not importable here; the model tests cover the fallback")
     import torch.nn.functional as F
-
     from kdcore_hdrnet.detail import gaussian_levels
 
     x = torch.rand(2, 3, 9, 14) * 1.4 - 0.2

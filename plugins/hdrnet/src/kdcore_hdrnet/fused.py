@@ -129,7 +129,7 @@ if numba is not None:
     ):  # pragma: no cover - compiled
         """out[b, :, y, x] for every pixel; rows are split into ``chunks`` contiguous blocks."""
         nb, _, height, width = full.shape
-        nc, nd, gh, gwid = grid.shape[1], grid.shape[2], grid.shape[3], grid.shape[4]
+        nc, nd, gwid = grid.shape[1], grid.shape[2], grid.shape[4]
         levels = lv_h.shape[0]
         max_lw = 1
         for lv in range(levels):

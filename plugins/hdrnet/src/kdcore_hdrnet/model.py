@@ -12,22 +12,22 @@ from __future__ import annotations
 import warnings
 from typing import Literal
 
-import kdcore
-import kdcore.interfaces
 import pydantic
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+import kdcore
+import kdcore.interfaces
 from kdcore_hdrnet import fused
 from kdcore_hdrnet.detail import laplacian_details
 from kdcore_hdrnet.guide import ConvGuide, CurveGuide
 from kdcore_hdrnet.lowres import LowResStream
 from kdcore_hdrnet.slicing import (
     apply_coefficients,
-    interpolate_rows,
     coordinate_buffer,
+    interpolate_rows,
     pixel_centres,
     slice_grid,
     slice_rows,
