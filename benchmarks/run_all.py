@@ -209,13 +209,15 @@ def main(argv: list[str] | None = None) -> int:
         _log("quality: enhance (local-contrast teacher)")
         # --smoke: the tiny crops keep their own patch size
         recipe = {**quality.ENHANCE_RECIPE, "data": {}} if args.smoke else None
+        unsharp_recipe = ({**recipe, "student_params": quality.OPERATOR_PARAMS["unsharp-mask"]}
+                          if recipe is not None else None)
         enhance = quality.enhance_quality(data, runs_dir, cfg["enhance_steps"], cfg["enhance_seeds"], log=_log,
                                           recipe=recipe)
         results["quality_enhance"] = enhance
         _log("quality: enhance (unsharp-mask teacher, hdrnet)")
         results["quality_enhance_unsharp"] = quality.enhance_quality(
             data, runs_dir, cfg["enhance_steps"], cfg["enhance_seeds"], operator="unsharp-mask", log=_log,
-            students=("hdrnet",), recipe=recipe)
+            students=("hdrnet",), recipe=unsharp_recipe)
         if not args.smoke:  # the built-in photos are needed for the pairs
             _log("quality: paired retouch (tone curve + local-contrast), direct training loop")
             results["quality_retouch"] = quality.paired_retouch_quality(cfg["retouch_steps"], log=_log)
