@@ -39,7 +39,7 @@ try:  # numba is a dependency of the plugin; a broken or missing install falls b
     import numba
     from numba import njit, prange
 except Exception as exc:  # noqa: BLE001 - any import failure means "no fast path"
-    numba = None
+    numba = None  # type: ignore[assignment]
     _import_error = f"{type(exc).__name__}: {exc}"
 
 
@@ -370,7 +370,10 @@ def guide_arrays(guide: torch.nn.Module) -> tuple[int, np.ndarray, np.ndarray, n
         scal = guide.mix_bias.detach().reshape(1)
         return (GUIDE_CURVE, _np(matrix), _np(bias), _np(tables), _np(scal))
     if type(guide) is ConvGuide and not guide.training:
-        weight, bias = guide.prepare()
+        folded = guide.prepare()
+        if folded is None:
+            return None
+        weight, bias = folded
         return (GUIDE_CONV, _np(weight), _np(bias), _np(guide.conv2.weight.reshape(1, -1)),
                 _np(guide.conv2.bias.reshape(1)))
     return None
@@ -427,7 +430,7 @@ def run(
 
 
 def _threads() -> int:
-    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
     numba.set_num_threads(threads)
     return threads
 
