@@ -385,8 +385,8 @@ def _quality(results: dict, plot_files: dict, md_dir: Path) -> str:
         s.append(f"### enhance: `{en['teacher']['name']}` operator distilled into the students, on `{en['data']['val']}`\n\n")
         s.append(f"The teacher is an image operator without weights; there is no ground truth, so **PSNR / SSIM (RGB) are "
                  "measured against the teacher's output** and the baseline is the unchanged input (identity). "
-                 f"L1 to the teacher, {en['steps']} steps per run, seeds {en['seeds']}, `teacher_cache: memory`, "
-                 f"params {quality.SMALL_GRID} (patch {en['data']['patch_size']}, batch {en['data']['batch_size']}).\n\n")
+                 f"Recipe {en.get('recipe', {})}, {en['steps']} steps per run, seeds {en['seeds']}, `teacher_cache: memory` "
+                 f"(patch {en['data']['patch_size']}, batch {en['data']['batch_size']}).\n\n")
         rows = [["identity", f"{en['baseline']['psnr']:.2f}", f"{en['baseline']['ssim']:.4f}", "0", "—"]]
         for label, e in en["students"].items():
             rs = e["runs"]

@@ -49,7 +49,10 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "data": {"train": "builtin:photos", "val": "builtin:photos-val", "patch_size": 96, "batch_size": 8},
         "teacher_steps": 1500,
         "student_steps": 600,
-        "enhance_steps": 400,
+        "enhance_steps": 1500,
+        "enhance_seeds": [0],
+        "retouch_steps": 1500,
+        "fused_repeats": 5,
         "seeds": [0, 1, 2],
         "cost_steps": 24,
         "cost_skip": 6,
@@ -73,6 +76,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "teacher_steps": 2,
         "student_steps": 2,
         "enhance_steps": 2,
+        "enhance_seeds": [0],
+        "retouch_steps": 2,
+        "fused_repeats": 1,
         "seeds": [0],
         "cost_steps": 2,
         "cost_skip": 0,
@@ -156,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         _log("training step")
         ts = cfg["train_step"]
         results["train_step"] = speed.train_step_table(ts["batch"], ts["crop"], ts["repeats"])
+        _log("fused CPU inference targets (one process)")
+        results["fused_targets"] = speed.fused_targets(cfg["fused_repeats"], smoke=args.smoke)
         done("speed")
     if "memory" not in args.skip:
         section("memory")
@@ -206,8 +214,20 @@ def main(argv: list[str] | None = None) -> int:
     if "quality" not in args.skip:
         section("quality_enhance")
         _log("quality: enhance (local-contrast teacher)")
-        enhance = quality.enhance_quality(data, runs_dir, cfg["enhance_steps"], cfg["seeds"], log=_log)
+        # --smoke: the tiny crops keep their own patch size
+        recipe = {**quality.ENHANCE_RECIPE, "data": {}} if args.smoke else None
+        unsharp_recipe = ({**recipe, "student_params": quality.OPERATOR_PARAMS["unsharp-mask"]}
+                          if recipe is not None else None)
+        enhance = quality.enhance_quality(data, runs_dir, cfg["enhance_steps"], cfg["enhance_seeds"], log=_log,
+                                          recipe=recipe)
         results["quality_enhance"] = enhance
+        _log("quality: enhance (unsharp-mask teacher, hdrnet)")
+        results["quality_enhance_unsharp"] = quality.enhance_quality(
+            data, runs_dir, cfg["enhance_steps"], cfg["enhance_seeds"], operator="unsharp-mask", log=_log,
+            students=("hdrnet",), recipe=unsharp_recipe)
+        if not args.smoke:  # the built-in photos are needed for the pairs
+            _log("quality: paired retouch (tone curve + local-contrast), direct training loop")
+            results["quality_retouch"] = quality.paired_retouch_quality(cfg["retouch_steps"], log=_log)
         done("quality_enhance")
         if args.data:
             section("quality_folders")
@@ -220,10 +240,24 @@ def main(argv: list[str] | None = None) -> int:
     common.write_json(out / "results.json", results)
     plots = report.plots(results, out)
     text = report.markdown(results, plots, markdown.parent, out)
+    if "fused_targets" in results:
+        text += "\n" + speed.fused_targets_markdown(results["fused_targets"], _operator_psnr(results))
     markdown.parent.mkdir(parents=True, exist_ok=True)
     markdown.write_text(text)
     _log(f"wrote {markdown} and {out / 'results.json'} in {results['total_s']:.0f} s")
     return 0
+
+
+def _operator_psnr(results: dict[str, Any]) -> dict[str, float]:
+    """hdrnet's PSNR against each operator / retouch, for the fused-targets table."""
+    out = {}
+    for key, label in (("quality_enhance", "hdrnet vs `local-contrast`"),
+                       ("quality_enhance_unsharp", "hdrnet vs `unsharp-mask`")):
+        if key in results:
+            out[label + " on photos-val"] = results[key]["students"]["hdrnet"]["psnr"]["mean"]
+    if "quality_retouch" in results:
+        out["hdrnet on the paired retouch (direct training loop)"] = results["quality_retouch"]["psnr"]
+    return out
 
 
 def gpu_section(cfg: dict) -> dict[str, Any]:

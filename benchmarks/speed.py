@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 import kdcore
-from kdcore_hdrnet import HDRNet
+from kdcore_hdrnet import HDRNet, fused
 from kdcore_hdrnet.reference import ReferenceHDRNet
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -139,6 +139,140 @@ def train_step_table(batch: int, crop: int, repeats: int) -> dict[str, Any]:
     times = time_interleaved(calls, repeats)
     return {"batch": batch, "crop": crop, "times": times,
             "deformable_ratio_median": times["deformable-hdrnet"]["median_ms"] / times["hdrnet"]["median_ms"]}
+
+
+# --- issue 14 targets: fused CPU path, sr at the cost of enhancement, training step ---------------
+
+#: targets of the fused-path table (ms, ratios)
+FUSED_TARGETS = {"enhance_1080p_ms": 20.0, "enhance_4k_ms": 80.0, "vs_reference": 25.0,
+                 "sr2_over_enhance": 1.5, "deformable_ratio": 1.3, "train_step_ms": 100.0}
+
+
+def _pytorch_path(fn):
+    """``fn`` run with the fused kernel switched off (``KDCORE_HDRNET_FUSED=0``): today's PyTorch path."""
+    def call():
+        old = os.environ.get(fused.ENV_VAR)
+        os.environ[fused.ENV_VAR] = "0"
+        try:
+            return fn()
+        finally:
+            if old is None:
+                del os.environ[fused.ENV_VAR]
+            else:
+                os.environ[fused.ENV_VAR] = old
+    return call
+
+
+def fused_targets(repeats: int = 5, *, smoke: bool = False) -> dict[str, Any]:
+    """Every measurement of the fused-path targets, timed interleaved in this one process.
+
+    1080p and 4K enhance (fused, the PyTorch path, the reference), sr ×2 to 1080p (fused and
+    PyTorch path), deformable-hdrnet at 1080p with its offsets active, each batch 1, eval,
+    ``torch.inference_mode``. Records which path ran (:func:`kdcore_hdrnet.fused.describe`).
+    """
+    import warnings
+
+    warnings.simplefilter("ignore", RuntimeWarning)  # the fallback's one-line notice
+    enh = build_models(kdcore.Task(kind="enhance"))
+    sr = build_models(kdcore.Task(kind="sr", scale=2))
+    sizes = {"1080p": (1080, 1920), "4K": (2160, 3840)} if not smoke else {"1080p": (72, 128), "4K": (144, 256)}
+    gen = torch.Generator().manual_seed(0)
+    x1080 = torch.rand(1, 3, *sizes["1080p"], generator=gen)
+    x4k = torch.rand(1, 3, *sizes["4K"], generator=gen)
+    xsr = torch.rand(1, 3, sizes["1080p"][0] // 2, sizes["1080p"][1] // 2, generator=gen)
+    calls = {
+        "enhance 1080p fused": _call(enh["hdrnet"], x1080, None),
+        "enhance 1080p pytorch": _pytorch_path(_call(enh["hdrnet"], x1080, None)),
+        "enhance 1080p reference": _call(enh["reference"], x1080, None),
+        "enhance 4K fused": _call(enh["hdrnet"], x4k, None),
+        "enhance 4K pytorch": _pytorch_path(_call(enh["hdrnet"], x4k, None)),
+        "sr2 to 1080p fused": _call(sr["hdrnet"], xsr, None),
+        "sr2 to 1080p pytorch": _pytorch_path(_call(sr["hdrnet"], xsr, None)),
+        "deformable 1080p fused": _call(enh["deformable-hdrnet"], x1080, None),
+        "deformable 1080p pytorch": _pytorch_path(_call(enh["deformable-hdrnet"], x1080, None)),
+    }
+    with torch.inference_mode():
+        diffs = {
+            "enhance 1080p": float((enh["hdrnet"](x1080) - _pytorch_path(lambda: enh["hdrnet"](x1080))()).abs().max()),
+            "sr2 to 1080p": float((sr["hdrnet"](xsr) - _pytorch_path(lambda: sr["hdrnet"](xsr))()).abs().max()),
+            "deformable 1080p": float((enh["deformable-hdrnet"](x1080)
+                                       - _pytorch_path(lambda: enh["deformable-hdrnet"](x1080))()).abs().max()),
+        }
+    load_before = os.getloadavg()
+    times = time_interleaved(calls, repeats)
+    step = train_step_table(8, 256, repeats) if not smoke else train_step_table(2, 64, 1)
+    t = {k: v for k, v in times.items()}
+
+    def ratio(a: str, b: str) -> dict[str, float]:
+        return {k: t[a][k] / t[b][k] for k in ("min_ms", "median_ms", "cpu_min_ms", "cpu_median_ms")}
+
+    return {
+        "path": fused.describe(), "threads": torch.get_num_threads(), "repeats": repeats,
+        "loadavg_before": list(load_before), "loadavg_after": list(os.getloadavg()),
+        "times": t, "max_abs_diff_fused_vs_pytorch": diffs, "train_step": step,
+        "ratios": {
+            "reference_over_fused_1080p": ratio("enhance 1080p reference", "enhance 1080p fused"),
+            "pytorch_over_fused_1080p": ratio("enhance 1080p pytorch", "enhance 1080p fused"),
+            "pytorch_over_fused_4k": ratio("enhance 4K pytorch", "enhance 4K fused"),
+            "sr2_over_enhance_fused": ratio("sr2 to 1080p fused", "enhance 1080p fused"),
+            "sr2_over_enhance_pytorch": ratio("sr2 to 1080p pytorch", "enhance 1080p pytorch"),
+            "deformable_over_hdrnet_fused": ratio("deformable 1080p fused", "enhance 1080p fused"),
+            "deformable_over_hdrnet_pytorch": ratio("deformable 1080p pytorch", "enhance 1080p pytorch"),
+        },
+        "targets": FUSED_TARGETS,
+    }
+
+
+def fused_targets_markdown(r: dict[str, Any], quality: dict[str, Any] | None = None) -> str:
+    """The "Fused CPU inference (issue 14)" section of BENCHMARKS.md from :func:`fused_targets`."""
+    t, q, tg = r["times"], r["ratios"], r["targets"]
+    path = r["path"]
+
+    def mm(name: str) -> str:
+        return f"{t[name]['min_ms']:.1f} / {t[name]['median_ms']:.1f}"
+
+    def verdict(ok: bool) -> str:
+        return "**met**" if ok else "**not met**"
+
+    ref = q["reference_over_fused_1080p"]
+    sr = q["sr2_over_enhance_fused"]
+    de = q["deformable_over_hdrnet_fused"]
+    step = r["train_step"]["times"]["hdrnet"]
+    rows = [
+        ("hdrnet enhance 1080p", mm("enhance 1080p fused") + " ms", f"≤ {tg['enhance_1080p_ms']:.0f} ms",
+         verdict(t["enhance 1080p fused"]["median_ms"] <= tg["enhance_1080p_ms"])),
+        ("… against the straightforward port (reference), same run", f"{ref['median_ms']:.0f}× (median), {ref['min_ms']:.0f}× (min)",
+         f"≥ {tg['vs_reference']:.0f}×", verdict(ref["median_ms"] >= tg["vs_reference"])),
+        ("hdrnet enhance 4K", mm("enhance 4K fused") + " ms", f"≤ {tg['enhance_4k_ms']:.0f} ms",
+         verdict(t["enhance 4K fused"]["median_ms"] <= tg["enhance_4k_ms"])),
+        ("hdrnet sr ×2 to 1080p / enhance 1080p", (f"{sr['median_ms']:.2f}× (median), {sr['min_ms']:.2f}× (min); "
+                                                   f"sr {mm('sr2 to 1080p fused')} ms"), f"≤ {tg['sr2_over_enhance']}×", verdict(sr["median_ms"] <= tg["sr2_over_enhance"])),
+        ("deformable-hdrnet / hdrnet at 1080p, offsets active", f"{de['median_ms']:.2f}× (median), {de['min_ms']:.2f}× (min)",
+         f"≤ {tg['deformable_ratio']}×", verdict(de["median_ms"] <= tg["deformable_ratio"])),
+        (f"hdrnet training step, batch {r['train_step']['batch']}, {r['train_step']['crop']}²",
+         f"{step['min_ms']:.0f} / {step['median_ms']:.0f} ms", f"≤ {tg['train_step_ms']:.0f} ms median",
+         verdict(step["median_ms"] <= tg["train_step_ms"])),
+    ]
+    for label, value in (quality or {}).items():
+        rows.append((label, f"{value:.2f} dB", "≥ 32 dB", verdict(value >= 32.0)))
+    intro = (f"`python benchmarks/speed.py --fused-targets --repeats {r['repeats']}`: every timing below was taken "
+           f"interleaved in **one process** (min / median of {r['repeats']} runs after a warm-up, wall clock, "
+           f"{r['threads']} threads, batch 1, float32, eval, `torch.inference_mode`). Path that ran: "
+           f"**{'fused numba kernel' if path['fused_available'] else 'PyTorch (fused kernel unavailable)'}** "
+           f"(numba {path['numba']}, threading layer {path['threading_layer']}); *pytorch* rows are the same models "
+           f"with `KDCORE_HDRNET_FUSED=0`, today's path. Load average before / after: "
+           f"{', '.join(f'{v:.1f}' for v in r['loadavg_before'])} / {', '.join(f'{v:.1f}' for v in r['loadavg_after'])} "
+           "on 2 cores, so absolute times are inflated several-fold and the ratios are the numbers to read.\n\n")
+    out = ["## Fused CPU inference (issue 14)\n\n", intro,
+           "| measure | measured | target | verdict |\n|---|---|---|---|\n"]
+    out += [f"| {a} | {b} | {c} | {d} |\n" for a, b, c, d in rows]
+    out.append("\nAll timings, ms (min / median; process CPU time in the JSON):\n\n| call | wall |\n|---|---|\n")
+    out += [f"| {name} | {mm(name)} |\n" for name in t]
+    out.append("\nRatios in the same run (median; min): " + "; ".join(
+        f"{k} {v['median_ms']:.2f}× ({v['min_ms']:.2f}×)" for k, v in q.items()) + ".\n\n")
+    out.append("Max |fused − PyTorch path| on these inputs: " + ", ".join(
+        f"{k} {v:.1e}" for k, v in r["max_abs_diff_fused_vs_pytorch"].items()) + ".\n")
+    return "".join(out)
 
 
 # --- fresh-process measurements -------------------------------------------------------------------
@@ -265,11 +399,16 @@ def main() -> None:
     parser.add_argument("--hw", type=int, nargs=2, action="append")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--fused-targets", action="store_true",
+                        help="only the fused-path target measurements (issue 14), as JSON")
+    parser.add_argument("--smoke", action="store_true", help="with --fused-targets: tiny sizes")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.worker == "memory":
         h, w = (args.hw or [[2160, 3840]])[0]
         print(json.dumps(_memory_worker(args.model, h, w, args.threads)))
+    elif args.fused_targets:
+        print(json.dumps(fused_targets(args.repeats, smoke=args.smoke), indent=2))
     elif args.worker == "compile":
         print(json.dumps(_compile_worker([tuple(s) for s in (args.hw or [[512, 512]])], args.repeats, args.threads)))
     else:

@@ -24,6 +24,16 @@ def _blur_subsample(x: torch.Tensor) -> torch.Tensor:
     return F.conv2d(x, k.view(1, 1, 4, 1).expand(c, 1, 4, 1), groups=c, stride=(2, 1))
 
 
+def gaussian_levels(image: torch.Tensor, levels: int) -> list[torch.Tensor]:
+    """The coarser Gaussian levels ``G_1 … G_levels`` of ``image`` (each half the previous size)."""
+    out = []
+    current = image
+    for _ in range(levels):
+        current = _blur_subsample(current)
+        out.append(current)
+    return out
+
+
 def laplacian_details(image: torch.Tensor, levels: int) -> torch.Tensor:
     """``levels`` band-pass layers of ``image`` (B×3×H×W) at full size: B×3·levels×H×W."""
     if levels <= 0:

@@ -9,27 +9,32 @@ of that upscale (see the README).
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
-import kdcore
-import kdcore.interfaces
 import pydantic
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+import kdcore
+import kdcore.interfaces
+from kdcore_hdrnet import fused
 from kdcore_hdrnet.detail import laplacian_details
 from kdcore_hdrnet.guide import ConvGuide, CurveGuide
 from kdcore_hdrnet.lowres import LowResStream
 from kdcore_hdrnet.slicing import (
     apply_coefficients,
-    interpolate_rows,
     coordinate_buffer,
+    interpolate_rows,
     pixel_centres,
     slice_grid,
     slice_rows,
 )
+
+#: enhance training inputs smaller than this fraction of net_input_size get a warning
+PATCH_WARN_RATIO = 0.8
 
 #: Pixels per block of rows in the streamed (inference) path; keeps intermediates in cache.
 STREAM_BLOCK_PIXELS = 65536
@@ -69,6 +74,12 @@ class HDRNetParams(kdcore.interfaces.Params):
         description="sr only: Laplacian-pyramid detail levels of the bicubic upscale that the grid "
         "can amplify per pixel (3 more coefficients per level).",
     )
+    enhance_detail_levels: int = pydantic.Field(
+        default=0, ge=0, le=4,
+        description="enhance only: Laplacian-pyramid detail levels of the input that the grid can "
+        "amplify per pixel, as in sr (0 = the paper's affine-only model). Local operators "
+        "(sharpening, local contrast) need them: see the README, 'Learning operators'.",
+    )
     lowres_antialias: bool = pydantic.Field(
         default=False,
         description="Antialias when shrinking the input to net_input_size (the official code does not).",
@@ -101,7 +112,7 @@ class HDRNet(kdcore.Student):
         super().__init__(params, task)
         p: HDRNetParams = self.params
         self.scale = self.task.scale
-        self.detail_levels = p.sr_detail_levels if self.task.kind == "sr" else 0
+        self.detail_levels = p.sr_detail_levels if self.task.kind == "sr" else p.enhance_detail_levels
         self.n_coeffs = 12 + 3 * self.detail_levels
         self.luma_bins = p.luma_bins
         self.lowres = LowResStream(
@@ -192,7 +203,11 @@ class HDRNet(kdcore.Student):
     # ----------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """B×3×h×w in [0, 1] → B×3×(h·scale)×(w·scale) in [0, 1]."""
+        if self.training:
+            self._check_training_size(x)
         grid = self.predict_grid(x)
+        if self._can_fuse(x, grid):
+            return self._forward_fused(grid, x)
         full = self.fullres_input(x)
         details = self.details(full)
         if self._can_stream():
@@ -200,6 +215,53 @@ class HDRNet(kdcore.Student):
         guide = self.guide(full)
         coeffs = self.slice_coefficients(grid, guide)
         return apply_coefficients(coeffs, full, details).clamp(0, 1)
+
+    _size_warned = False
+
+    def _check_training_size(self, x: torch.Tensor) -> None:
+        """Warns once (enhance) when training inputs are far below ``net_input_size``: the
+        low-resolution stream then sees every patch enlarged, so the grid learns an operator at
+        another scale than the one it meets on whole images, and stays near the identity."""
+        n = self.params.net_input_size
+        side = min(x.shape[-2:])
+        if self.task.kind != "enhance" or side >= PATCH_WARN_RATIO * n or HDRNet._size_warned:
+            return
+        HDRNet._size_warned = True
+        warnings.warn(
+            f"{type(self).__name__}: training patches of {x.shape[-2]}×{x.shape[-1]} pixels are far below "
+            f"params.net_input_size ({n}); the grid then learns the operator at a different scale than "
+            f"on whole images and stays close to the identity. Raise data.patch_size to at least {n} "
+            f"(or lower net_input_size and spatial_bins); see the kdcore-hdrnet README, 'Learning operators'.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+    def _can_fuse(self, x: torch.Tensor, grid: torch.Tensor) -> bool:
+        """Whether the fused CPU kernel (:mod:`kdcore_hdrnet.fused`) computes what :meth:`forward`
+        would: inference on CPU float32, no export/tracing/compile, HDRNet's own full-resolution
+        building blocks and guide. Warns once when only the missing kernel stands in the way."""
+        if not (
+            self._can_stream()
+            and x.device.type == "cpu" and grid.device.type == "cpu"
+            and x.dtype == torch.float32 and grid.dtype == torch.float32
+            and x.dim() == 4 and x.shape[1] == 3
+            and type(self).fullres_input is HDRNet.fullres_input
+            and type(self).details is HDRNet.details
+            and type(self.guide) in (CurveGuide, ConvGuide)
+            and not fused.exporting()
+        ):
+            return False
+        if not fused.available():
+            fused.warn_unavailable_once()
+            return False
+        return True
+
+    def _forward_fused(self, grid: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Guide, slice, apply and detail gains in one pass of the fused kernel."""
+        full = self.fullres_input(x) if self.scale == 1 else fused.bicubic_clamped(x, self.scale)
+        guide = fused.guide_arrays(self.guide)
+        assert guide is not None
+        return fused.run(full, grid, guide, fused.gaussian_levels(full, self.detail_levels))
 
     def _can_stream(self) -> bool:
         """Whether the block-of-rows inference path computes exactly what :meth:`forward` would."""
