@@ -64,7 +64,9 @@ class DataSpec(_Strict):
         "for sr their crops are extra low-resolution inputs ('zoom-in' data upcycling)",
     )
     unlabeled_ratio: float = Field(
-        default=0.5, ge=0, lt=1, description="fraction of each batch drawn from data.unlabeled (when given)"
+        default=0.5, ge=0, lt=1,
+        description="fraction of each batch drawn from data.unlabeled (when given); round(batch_size × ratio) "
+        "must leave at least one labelled and one unlabelled row per batch"
     )
 
 

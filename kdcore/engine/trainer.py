@@ -69,17 +69,21 @@ def nonfinite_advice(step: int, loss: str, t, last_checkpoint: int) -> str:
             "start again in a new output folder or with --overwrite")
 
 
-def run_notes(plan: RunPlan, run: BuiltRun, *, replaced: bool) -> list[str]:
-    """What the run log says about choices the spec made implicitly."""
+def run_notes(plan: RunPlan, run: BuiltRun, *, replaced: bool) -> list[tuple[str, str]]:
+    """(text, level) of what the run log says about choices the spec made implicitly."""
     notes = []
     if replaced:
-        notes.append(f"{plan.output} holds a finished run of this spec: it is replaced by this one")
+        notes.append((f"{plan.output} holds a finished run of this spec: it is replaced by this one", "info"))
     if plan.spec.data.val == DEFAULT_VAL and not str(plan.spec.data.train).startswith("builtin:"):
-        notes.append(f"data.val is not given: validating on the built-in photos ({DEFAULT_VAL}); set data.val "
-                     "to images like your training data")
-    if plan.train.teacher_cache != "off" and run.run_teacher and any(run.teacher_taps):
-        notes.append(f"train.teacher_cache '{plan.train.teacher_cache}' is not used: a loss compares teacher "
-                     "features, which are computed live for each patch; set train.teacher_cache to 'off'")
+        notes.append((f"data.val is not given: validating on the built-in photos ({DEFAULT_VAL}); set data.val "
+                      "to images like your training data", "info"))
+    if plan.train.teacher_cache != "off" and run.run_teacher and any(t is not None for t in run.teacher_taps):
+        notes.append((f"train.teacher_cache '{plan.train.teacher_cache}' is not used: a loss compares teacher "
+                      "features, which are computed live for each patch; set train.teacher_cache to 'off'",
+                      "warning"))
+    if plan.train.teacher_cache != "off" and not run.run_teacher:
+        notes.append((f"train.teacher_cache '{plan.train.teacher_cache}' is not used: no step needs the teacher's "
+                      "output", "warning"))
     return notes
 
 
@@ -151,8 +155,10 @@ class Trainer:
         watched = [n for n, loss in zip(self.run.loss_names, self.run.losses) if uses_teacher(loss)]
         self.watch = SilentDistillationWatch(patience=3, losses=watched)
         self.amp = t.amp == "bf16" or (t.amp == "auto" and self.device.type == "cuda")
-        for note in [*self.run.notes, *run_notes(plan, self.run, replaced=self.replaced)]:
+        for note in self.run.notes:
             self.emit(Message(note))
+        for note, level in run_notes(plan, self.run, replaced=self.replaced):
+            self.emit(Message(note, level=level))
         if self.run.teachers and (not plan.has_targets() or plan.unlabeled):
             rows = "the unlabelled rows" if plan.has_targets() else "data.train"
             self.emit(Message(f"{rows} have no ground truth: losses that compare with the target use the "
