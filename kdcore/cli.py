@@ -405,7 +405,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     warnings.showwarning = _show_warning
-    SPELLING.set("cli")
+    spelling = SPELLING.set("cli")  # messages name flags; reset afterwards for callers in the same process
+    try:
+        return _dispatch(args)
+    finally:
+        SPELLING.reset(spelling)
+
+
+def _dispatch(args) -> int:
     try:
         return args.func(args)
     except KdcoreError as exc:
