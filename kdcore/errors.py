@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 from contextvars import ContextVar
+from typing import Callable
 
 #: how messages spell options: "python" (``overwrite=True``) or "cli" (``--overwrite``); the
 #: command line sets "cli"
 SPELLING: ContextVar[str] = ContextVar("kdcore_spelling", default="python")
 
-_CLI_TO_PYTHON = [
+_CLI_TO_PYTHON: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
     (re.compile(r"`?kdcore run SPEC --resume`?"), "kdcore.run(spec, resume=True)"),
     (re.compile(r"--overwrite\b"), "overwrite=True"),
     (re.compile(r"--resume\b"), "resume=True"),
