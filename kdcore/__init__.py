@@ -47,13 +47,12 @@ __all__ = [
     "hookimpl",
     "list_components",
     "load",
-    "plan",
     "report",
     "run",
     "validate",
 ]
 
-_API = {"run", "validate", "create", "load", "list_components", "plan"}
+_API = {"run", "validate", "create", "load", "list_components"}
 
 
 def __getattr__(name: str):

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import torch
 
 from kdcore.engine.events import Callback, Message
 from kdcore.engine.output import finished_run
-from kdcore.errors import KdcoreError, SpecError
+from kdcore.errors import SPELLING, DataError, KdcoreError, SpecError, python_spelling
 from kdcore.interfaces import Task
 from kdcore.plan import RunPlan, SpecLike, build_component
 from kdcore.plugins import get_plugins, get_registry
@@ -20,7 +21,27 @@ from kdcore.spec import RunSpec
 if TYPE_CHECKING:
     from kdcore.engine.build import BuiltRun
 
+F = TypeVar("F", bound=Callable[..., Any])
 
+
+def _python_messages(func: F) -> F:
+    """Errors raised from Python name keywords (``overwrite=True``), not command-line flags."""
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except KdcoreError as exc:
+            if SPELLING.get() != "python":
+                raise
+            text = python_spelling(str(exc))
+            if text == str(exc):
+                raise
+            raise type(exc)(text) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@_python_messages
 def plan(spec: SpecLike, **overrides: Any) -> RunPlan:
     """The spec resolved once into a :class:`kdcore.plan.RunPlan` (no model is built).
 
@@ -29,23 +50,34 @@ def plan(spec: SpecLike, **overrides: Any) -> RunPlan:
     return RunPlan.from_spec(spec, overrides)
 
 
+@_python_messages
 def check(spec: SpecLike, **overrides: Any) -> tuple[RunPlan, BuiltRun]:
     """Everything ``validate`` checks; returns the plan and its modules, built on the CPU."""
     from kdcore.engine.build import build_run
 
     from kdcore.experiments import check_baselines
 
+    from kdcore.engine.trainer import pick_device, preflight
+
     run_plan = RunPlan.from_spec(spec, overrides)
     check_baselines(run_plan)
-    return run_plan, build_run(run_plan, torch.device("cpu"), for_run=False)
+    pick_device(run_plan.train.device)
+    built = build_run(run_plan, torch.device("cpu"), for_run=False)
+    try:  # what run refuses before training, in the order run checks it
+        preflight(run_plan)
+    except DataError as exc:  # validate raises SpecError; the message is the one run gives
+        raise SpecError(str(exc)) from None
+    return run_plan, built
 
 
+@_python_messages
 def validate(spec: SpecLike, **overrides: Any) -> RunSpec:
     """Everything that can be checked without training, including a tiny forward pass that checks
     feature-layer paths and builds the adapters. Raises :class:`kdcore.SpecError`."""
     return check(spec, **overrides)[0].spec
 
 
+@_python_messages
 def run(
     spec: SpecLike | RunPlan,
     *,

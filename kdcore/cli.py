@@ -10,7 +10,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from kdcore.errors import KdcoreError, SpecError
+from kdcore.errors import SPELLING, KdcoreError, SpecError
 from kdcore.interfaces import KIND_TABLE
 
 
@@ -132,7 +132,10 @@ def _launch(args) -> int:
     from kdcore import api
     from kdcore.spec import parse_set
 
-    api.validate(args.spec, **parse_set(args.set or []))  # a wrong spec fails here, once, with exit 2
+    from kdcore.engine.feed import batch_split
+
+    plan, _ = api.check(args.spec, **parse_set(args.set or []))  # a wrong spec fails here, once, with exit 2
+    batch_split(plan, args.nproc)  # and so does a batch that does not divide among the processes
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
            "-m", "kdcore"] + (["--debug"] if args.debug else []) + ["run", args.spec]
     for item in args.set or []:
@@ -212,6 +215,11 @@ def _cmd_plugins(args) -> int:
     return 0
 
 
+def _wildcard(pattern: str) -> str:
+    """A bare word (no ``*``, ``?`` or ``[``) matches names that contain it: ``hdr`` -> ``*hdr*``."""
+    return pattern if any(c in pattern for c in "*?[") else f"*{pattern}*"
+
+
 def _cmd_list(args) -> int:
     from kdcore.plugins import get_registry
     from kdcore.registry import PLURAL
@@ -224,7 +232,7 @@ def _cmd_list(args) -> int:
         out[plural] = [
             {"name": r.name, "plugin": r.plugin, "distribution": r.distribution, "version": r.version,
              "aliases": list(r.aliases), "summary": r.summary, "params": r.params_schema().get("properties", {})}
-            for r in registry.list(kind, args.pattern)
+            for r in registry.list(kind, _wildcard(args.pattern))
         ]
     if args.json:
         print(json.dumps(out, indent=2))
@@ -262,16 +270,25 @@ def _cmd_eval(args) -> int:
                                 "or '{\"input\": FOLDER, \"target\": FOLDER}'") from None
         source = source_from_spec(value, where="--data")
     pairs = source.load(plan.task)
+    teacher = None
     if any(p.target is None for p in pairs):
-        raise SpecError("--data: these images have no targets to measure against; give {input,target} folders")
-    result = evaluate(student, pairs, plan.task, torch.device("cpu"))
+        if not plan.teachers:
+            raise SpecError("--data: these images have no targets to measure against and the run has no teacher; "
+                            "give '{\"input\": FOLDER, \"target\": FOLDER}'")
+        from kdcore.engine.build import build_run
+
+        teacher = build_run(plan, torch.device("cpu"), for_run=True).teacher_forward
+    result = evaluate(student, pairs, plan.task, torch.device("cpu"), teacher_forward=teacher)
     out = {"student": result["student"], "baseline": {"name": baseline_name(plan.task), **result["baseline"]},
-           "images": len(pairs), "backend": "onnxruntime" if args.onnx or args.backend == "onnxruntime" else "torch"}
+           "images": len(pairs), "measured_against": result["against"],
+           "backend": "onnxruntime" if args.onnx or args.backend == "onnxruntime" else "torch"}
     if args.json:
         print(json.dumps(out, indent=2))
     else:
         print(f"{len(pairs)} images ({out['backend']}): student PSNR {out['student']['psnr']:.2f} dB SSIM {out['student']['ssim']:.4f}"
               f" | {out['baseline']['name']} PSNR {out['baseline']['psnr']:.2f} dB SSIM {out['baseline']['ssim']:.4f}")
+        if result["against"] == "teacher":
+            print("(no ground truth: scores measure agreement with the teacher's output)")
     return 0
 
 
@@ -283,15 +300,21 @@ def _cmd_enhance(args) -> int:
     from kdcore.interfaces import as_output
 
     out_dir = Path(args.output)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SpecError(f"-o {out_dir}: exists and is not a folder; give a folder for the results")
+    if args.tile < 0:
+        raise SpecError(f"--tile {args.tile}: give a positive tile size in pixels, or 0 (tiles only above --max-pixels)")
     images = [Path(p) for p in args.images]
     for p in images:
+        if p.is_dir():
+            raise SpecError(f"{p}: is a folder, not an image file; give image files (e.g. {p}/*.png)")
         if not p.is_file():
             raise SpecError(f"{p}: no such image file")
     student = _enhance_model(args)
     scale = student.task.scale
     inputs = [(p, load_image(p)) for p in images]  # every file is checked before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)
-    for p, img in inputs:
+    for (p, img), name in zip(inputs, output_names(images)):
         h, w = img.shape[-2:]
         tile = args.tile if args.tile else (0 if h * w <= args.max_pixels else 1024)
         with torch.inference_mode():
@@ -299,7 +322,7 @@ def _cmd_enhance(args) -> int:
                 y = run_tiled(student, img.unsqueeze(0), scale, tile=tile, overlap=min(64, tile // 4))[0].clamp(0, 1)
             else:
                 y = as_output(student(img.unsqueeze(0))).image[0].clamp(0, 1)
-        target = out_dir / f"{p.stem}.png"
+        target = out_dir / name
         save_image(y, target)
         print(target)
     return 0
@@ -368,6 +391,13 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def output_names(images: list[Path]) -> list[str]:
+    """The result file of each input: ``STEM.png``, or ``NAME.png`` (``x.jpg.png``) when two inputs share a stem."""
+    stems = [p.stem for p in images]
+    names = [f"{p.stem}.png" if stems.count(p.stem) == 1 else f"{p.name}.png" for p in images]
+    return [n if names.count(n) == 1 else f"{i}-{n}" for i, n in enumerate(names)]
+
+
 def _cmd_new_plugin(args) -> int:
     from kdcore.scaffold import next_steps, scaffold_plugin
 
@@ -407,8 +437,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_plugins)
 
     p = sub.add_parser("list", help="registered components with summaries and params")
-    p.add_argument("kind", nargs="?", choices=[k.plural for k in KIND_TABLE.values()])
-    p.add_argument("--pattern", default="*", help="wildcard on names, e.g. '*hdr*'")
+    p.add_argument("kind", nargs="?", choices=[k.plural for k in KIND_TABLE.values()],
+                   help="students, teachers, losses or adapters (default: all kinds)")
+    p.add_argument("--pattern", default="*", help="wildcard on names, e.g. '*hdr*'; a bare word such as 'hdr' "
+                   "matches names containing it (default: %(default)s)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_list)
 
@@ -427,9 +459,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("-o", "--output", required=True, metavar="OUT_DIR")
     p.add_argument("--tile", type=int, default=0, metavar="PIXELS",
-                   help="process in overlapping tiles of this size (default: only images above --max-pixels)")
+                   help="process in overlapping tiles of this size (default: %(default)s, tiles only for images "
+                   "above --max-pixels)")
     p.add_argument("--max-pixels", type=int, default=16_000_000,
-                   help="larger inputs are processed in 1024-pixel tiles to bound memory")
+                   help="larger inputs are processed in 1024-pixel tiles to bound memory (default: %(default)s)")
     p.add_argument("--backend", choices=["torch", "onnxruntime"], default=None,
                    help="torch (default for a run folder) or onnxruntime (RUN_DIR/model.onnx, or the .onnx file given)")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: its own choice)")
@@ -470,6 +503,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     warnings.showwarning = _show_warning
+    spelling = SPELLING.set("cli")  # messages name flags; reset afterwards for callers in the same process
+    try:
+        return _dispatch(args)
+    finally:
+        SPELLING.reset(spelling)
+
+
+def _dispatch(args) -> int:
     try:
         return args.func(args)
     except KdcoreError as exc:

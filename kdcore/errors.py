@@ -2,6 +2,29 @@
 
 from __future__ import annotations
 
+import re
+from contextvars import ContextVar
+from typing import Callable
+
+#: how messages spell options: "python" (``overwrite=True``) or "cli" (``--overwrite``); the
+#: command line sets "cli"
+SPELLING: ContextVar[str] = ContextVar("kdcore_spelling", default="python")
+
+_CLI_TO_PYTHON: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
+    (re.compile(r"`?kdcore run SPEC --resume`?"), "kdcore.run(spec, resume=True)"),
+    (re.compile(r"--overwrite\b"), "overwrite=True"),
+    (re.compile(r"--resume\b"), "resume=True"),
+    (re.compile(r"--seeds\b"), "seeds="),
+    (re.compile(r"--set ([\w.]+)"), lambda m: m.group(1).replace(".", "__") + "="),
+]
+
+
+def python_spelling(message: str) -> str:
+    """A message written for the command line, with the Python API's keywords instead of flags."""
+    for pattern, repl in _CLI_TO_PYTHON:
+        message = pattern.sub(repl, message)
+    return message
+
 
 class KdcoreError(Exception):
     """Base of every error a user can cause (bad spec, bad file, broken plugin, ...)."""

@@ -18,7 +18,7 @@ from pydantic import ConfigDict
 class Task(pydantic.BaseModel):
     """What the models are built for: super-resolution by ``scale`` or enhancement (scale 1)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     kind: Literal["sr", "enhance"]
     scale: int = pydantic.Field(default=1, description="2, 3 or 4 for 'sr'; 1 for 'enhance'")
@@ -129,6 +129,11 @@ class Loss(torch.nn.Module):
     def teacher_features(self) -> list[str]:
         """Module paths of the teacher whose outputs this loss reads."""
         return []
+
+    def feature_where(self, role: str, path: str) -> str:
+        """Where in the loss's spec entry feature ``path`` of ``role`` ('student' or 'teacher') is
+        given, e.g. ``params.pairs[0].teacher``; error messages name it. Default: ``params``."""
+        return "params"
 
     def setup(
         self,

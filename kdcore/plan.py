@@ -25,6 +25,7 @@ from kdcore.spec import (
     DataSpec,
     RunSpec,
     TrainSpec,
+    absolute_paths,
     apply_overrides,
     errors_to_messages,
     load_raw,
@@ -113,8 +114,8 @@ class RunPlan:
                   registry: Registry | None = None, check_sources: bool = True) -> RunPlan:
         """Parses, applies ``overrides`` (dotted keys), resolves paths, components and sources."""
         raw, base = load_raw(spec)
-        if overrides:
-            raw = apply_overrides(raw, {k.replace("__", "."): v for k, v in overrides.items()})
+        if overrides:  # paths given as overrides are relative to the current directory
+            raw = apply_overrides(raw, absolute_paths({k.replace("__", "."): v for k, v in overrides.items()}))
         return cls._from_raw(raw, base, registry, check_sources)
 
     @classmethod

@@ -6,6 +6,7 @@ import copy
 import difflib
 import json
 import os
+import re
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -19,9 +20,16 @@ from kdcore.registry import Registry
 
 BUILTIN_PREFIX = "builtin:"
 
+#: the validation images when data.val is not given
+DEFAULT_VAL = "builtin:photos-val"
+
+#: steps between two resumable checkpoints unless train.checkpoint_every says otherwise
+DEFAULT_CHECKPOINT_EVERY = 250
+
 
 class _Strict(pydantic.BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: "32" is not an integer and "yes" not a boolean (JSON integers still fill float fields)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class PairedFolders(_Strict):
@@ -45,7 +53,7 @@ class DataSpec(_Strict):
     train: DataSource = Field(
         description="'builtin:NAME', a folder of images, or {'input': FOLDER, 'target': FOLDER}"
     )
-    val: DataSource = Field(default="builtin:photos-val", description="validation images, same forms as train")
+    val: DataSource = Field(default=DEFAULT_VAL, description="validation images, same forms as train")
     patch_size: int = Field(default=64, ge=16, description="side of the high-resolution training patch, in pixels")
     batch_size: int = Field(default=8, ge=1, description="patches per training step")
     workers: int = Field(default=0, ge=0, description="data-loading worker processes")
@@ -56,7 +64,9 @@ class DataSpec(_Strict):
         "for sr their crops are extra low-resolution inputs ('zoom-in' data upcycling)",
     )
     unlabeled_ratio: float = Field(
-        default=0.5, ge=0, lt=1, description="fraction of each batch drawn from data.unlabeled (when given)"
+        default=0.5, ge=0, lt=1,
+        description="fraction of each batch drawn from data.unlabeled (when given); round(batch_size × ratio) "
+        "must leave at least one labelled and one unlabelled row per batch"
     )
 
 
@@ -98,7 +108,11 @@ class TrainSpec(_Strict):
     warmup_steps: int = Field(default=0, ge=0)
     grad_clip: float | None = Field(default=None, gt=0, description="clip the gradient norm to this value")
     eval_every: int = Field(default=0, ge=0, description="evaluate on data.val every N steps (0: at the end only)")
-    checkpoint_every: int = Field(default=0, ge=0, description="write a resumable checkpoint every N steps (0: at the end only)")
+    checkpoint_every: int = Field(
+        default=DEFAULT_CHECKPOINT_EVERY, ge=0,
+        description=f"write a resumable checkpoint every N steps (default {DEFAULT_CHECKPOINT_EVERY}, so that even "
+        "a killed run can --resume; 0: at the end only)",
+    )
     log_every: int = Field(default=10, ge=1, description="append to metrics.jsonl every N steps")
     teacher_cache: Literal["off", "memory", "disk"] = Field(
         default="off",
@@ -359,6 +373,7 @@ def parse(raw: dict, base_dir: Path) -> RunSpec:
         messages.append(
             f"data.patch_size: {spec.data.patch_size} is not a multiple of task.scale ({spec.task.scale})"
         )
+    messages += _check_batch_split(spec.data)
     if spec.student.init is not None and spec.student.checkpoint is not None:
         messages.append("student.init: give student.init or student.checkpoint, not both")
     if spec.student.init == "teacher" and not spec.teachers:
@@ -371,6 +386,54 @@ def parse(raw: dict, base_dir: Path) -> RunSpec:
         raise spec_error(messages)
     _resolve_paths(spec)
     return spec
+
+
+def unlabeled_rows(data: DataSpec) -> int:
+    """Unlabelled rows per batch: data.batch_size × data.unlabeled_ratio, rounded (0 without data.unlabeled)."""
+    return round(data.batch_size * data.unlabeled_ratio) if data.unlabeled else 0
+
+
+def _check_batch_split(data: DataSpec) -> list[str]:
+    """With data.unlabeled, each batch needs at least one labelled and one unlabelled row."""
+    if not data.unlabeled:
+        return []
+    bs, n_u = data.batch_size, unlabeled_rows(data)
+    if 1 <= n_u <= bs - 1:
+        return []
+    if bs < 2:
+        fix = "set data.batch_size to 2 or more (e.g. 2 with data.unlabeled_ratio 0.5)"
+    else:
+        fix = f"with data.batch_size {bs}, give a data.unlabeled_ratio between {1 / bs:.3g} and {(bs - 1) / bs:.3g}"
+    return [f"data.unlabeled_ratio: {data.unlabeled_ratio} of data.batch_size {bs} gives {bs - n_u} labelled and "
+            f"{n_u} unlabelled rows per batch; each needs at least 1: {fix}"]
+
+
+#: --set keys whose values are paths (a trailing ".N" index or ".input"/".target" may follow)
+PATH_KEYS = re.compile(r"^(output|data\.(train|val|unlabeled)(\.\d+|\.input|\.target)?|"
+                       r"student\.(checkpoint|init)|teacher(\.\d+)?\.checkpoint)$")
+
+
+def absolute_paths(overrides: dict[str, Any], cwd: Path | None = None) -> dict[str, Any]:
+    """Path values of command-line overrides made absolute against the current directory.
+
+    Paths in a spec file are relative to the spec file; paths typed on the command line
+    (``--set output=runs/x``) are relative to where the command runs.
+    """
+    cwd = cwd or Path.cwd()
+
+    def fix(key: str, value: Any) -> Any:
+        if isinstance(value, str) and not value.startswith(BUILTIN_PREFIX):
+            if key == "student.init" and value == "teacher":
+                return value
+            return str((cwd / Path(value).expanduser()).resolve())
+        if isinstance(value, list):
+            return [fix(key, v) for v in value]
+        if isinstance(value, dict) and set(value) == {"input", "target"}:
+            return {k: fix(key, v) for k, v in value.items()}
+        return value
+
+    return {k: fix(k.replace("__", "."), v) if PATH_KEYS.match(k.replace("__", ".")) else v
+            for k, v in overrides.items()}
 
 
 def _resolve(base: Path, value: str) -> str:

@@ -86,7 +86,7 @@ def test_interrupted_run_resumes_to_identical_weights(tiny_spec, tmp_path):
         kdcore.run(part, callback=stop_at_3)
     assert torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)["step"] == 2
     changed = dict(part, train=dict(part["train"], lr=0.5))
-    with pytest.raises(SpecError, match="--resume: the spec differs .* train.lr"):
+    with pytest.raises(SpecError, match="resume=True: the spec differs .* train.lr"):
         kdcore.run(changed, resume=True)
     kdcore.run(part, resume=True)
     a = load_file(tmp_path / "full" / "model.safetensors")
@@ -99,7 +99,7 @@ def test_interrupted_run_resumes_to_identical_weights(tiny_spec, tmp_path):
 def test_existing_different_run_is_refused(tiny_spec):
     kdcore.run(tiny_spec)
     other = dict(tiny_spec, train=dict(tiny_spec["train"], lr=0.01))
-    with pytest.raises(SpecError, match="already holds a different run; pass --overwrite"):
+    with pytest.raises(SpecError, match="already holds a different run; pass overwrite=True"):
         kdcore.run(other)
     kdcore.run(other, overwrite=True)
 

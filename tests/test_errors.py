@@ -35,17 +35,70 @@ def _deep_set(spec: dict, key: str, value) -> None:
         node[last] = value
 
 
-@pytest.mark.filterwarnings("ignore:teacher.checkpoint")  # a checkpoint that does not exist yet
-@pytest.mark.parametrize("case", CORPUS, ids=lambda p: p.stem)
-def test_error_corpus(case, tiny_spec):
+def _corpus_case(case: Path, tiny_spec: dict, tmp_path: Path) -> tuple[dict, str]:
+    """The spec and the expected message of a corpus file: its files are made under ``tmp_path``,
+    and ``{tmp}``, ``{train}``, ``{val}`` in its values name that folder and the tiny images."""
+    import numpy as np
+    from PIL import Image
+
     data = json.loads(case.read_text())
+    if data.get("needs") == "no-cuda" and torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    places = {"{tmp}": str(tmp_path), "{train}": str(Path(tiny_spec["data"]["train"])),
+              "{val}": str(Path(tiny_spec["data"]["val"]))}
+
+    def fill(value):
+        if isinstance(value, str):
+            for key, path in places.items():
+                value = value.replace(key, path)
+            return value
+        if isinstance(value, list):
+            return [fill(v) for v in value]
+        if isinstance(value, dict):
+            return {k: fill(v) for k, v in value.items()}
+        return value
+
+    for name, content in data.get("files", {}).items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if "image" in content:
+            w, h = content["image"]
+            pixels = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(path)
+        else:
+            path.write_text(content["text"])
     spec = copy.deepcopy(tiny_spec)
     for key, value in data["set"].items():
-        _deep_set(spec, key, value)
+        _deep_set(spec, key, fill(value))
+    return spec, fill(data["error"])
+
+
+@pytest.mark.filterwarnings("ignore:teacher.checkpoint")  # a checkpoint that does not exist yet
+@pytest.mark.parametrize("case", CORPUS, ids=lambda p: p.stem)
+def test_error_corpus(case, tiny_spec, tmp_path):
+    spec, error = _corpus_case(case, tiny_spec, tmp_path)
+    existed = Path(spec["output"]).exists()
     with pytest.raises(kdcore.SpecError) as err:
         kdcore.validate(spec)
-    assert data["error"] in str(err.value)
-    assert not Path(spec["output"]).exists()
+    assert error in str(err.value)
+    assert Path(spec["output"]).exists() == existed
+
+
+@pytest.mark.filterwarnings("ignore:teacher.checkpoint")
+@pytest.mark.parametrize("case", CORPUS, ids=lambda p: p.stem)
+def test_run_refuses_what_validate_refuses_with_the_same_message(case, tiny_spec, tmp_path):
+    """What validate refuses, run refuses before training with the same message (a teacher checkpoint
+    that does not exist yet is only a warning for validate: run names it instead)."""
+    spec, error = _corpus_case(case, tiny_spec, tmp_path)
+    existed = Path(spec["output"]).exists()
+    with pytest.raises(kdcore.SpecError) as refused:
+        kdcore.validate(spec)
+    with pytest.raises(KdcoreError) as err:
+        kdcore.run(spec)
+    if isinstance(err.value, CheckpointError) and "does not exist" in str(err.value):
+        return
+    assert str(err.value) == str(refused.value) and err.value.exit_code == 2
+    assert Path(spec["output"]).exists() == existed
 
 
 def test_corpus_through_the_cli(tmp_path, tiny_spec):

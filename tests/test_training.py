@@ -117,7 +117,7 @@ def test_multi_teacher_ensemble_and_features_by_index(tiny_spec, tmp_path):
     from kdcore.engine.build import build_run
 
     spec["losses"] = [{"name": "l1", "params": {"against": "teacher"}}]
-    run = build_run(kdcore.plan(spec), torch.device("cpu"), for_run=True)
+    run = build_run(kdcore.RunPlan.from_spec(spec), torch.device("cpu"), for_run=True)
     x = torch.rand(1, 3, 8, 8)
     a, b = (torch.nn.Sequential(t).eval() for t in run.teachers)
     with torch.no_grad():
@@ -147,7 +147,7 @@ def test_unlabeled_zoom_in_data(tiny_spec, tiny_images):
 
     tiny_spec["teacher"] = {"name": "gamma-up"}
     tiny_spec["data"].update(batch_size=4, unlabeled=[str(tiny_images["val"])], unlabeled_ratio=0.5)
-    pairs = load_unlabeled(kdcore.plan(tiny_spec))
+    pairs = load_unlabeled(kdcore.RunPlan.from_spec(tiny_spec))
     # zoom-in: the unlabelled images are inputs at their own resolution (not downscaled), no target
     assert [p.target for p in pairs] == [None, None]
     assert torch.equal(pairs[1].input, load_image(tiny_images["val"] / "coffee.png"))
@@ -166,7 +166,7 @@ def test_step_inputs_mix_labelled_and_unlabelled(tiny_spec, tiny_images):
 
     tiny_spec["teacher"] = {"name": "gamma-up"}
     tiny_spec["data"].update(batch_size=4, unlabeled=[str(tiny_images["val"])])
-    plan = kdcore.plan(tiny_spec)
+    plan = kdcore.RunPlan.from_spec(tiny_spec)
     run = build_run(plan, torch.device("cpu"), for_run=True)
     labelled = PatchDataset(plan.train_data.load(plan.task), plan.task, 32, length=2, seed=0)
     unlabelled = PatchDataset(load_unlabeled(plan), Task(kind="enhance"), 16, length=2, seed=1)

@@ -16,7 +16,7 @@ from PIL import Image, ImageOps
 from kdcore.errors import DataError
 from kdcore.files import atomic_write
 
-IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 """File extensions (lower case) that are read as images; other files in a folder are skipped."""
 
 _TIFF_EXTENSIONS = (".tif", ".tiff")

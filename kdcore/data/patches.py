@@ -18,6 +18,9 @@ from kdcore.interfaces import Task
 
 NUM_AUGMENTATIONS = 8
 
+#: the smallest data.patch_size a spec accepts (DataSpec.patch_size)
+MIN_PATCH_SIZE = 16
+
 
 def crop(t: torch.Tensor, y: int, x: int, h: int, w: int) -> torch.Tensor:
     """The ``h``×``w`` window at row ``y``, column ``x`` of the last two dimensions (a view)."""
@@ -90,11 +93,13 @@ class PatchDataset(Dataset):
         for pair in self.pairs:
             height, width = pair.input.shape[-2:]
             if height < self.input_patch or width < self.input_patch:
+                largest = min(height, width) * scale
+                fix = (f"a smaller data.patch_size (at most {largest}) or " if largest >= MIN_PATCH_SIZE else "")
                 raise DataError(
                     f"{where}: image {pair.name!r} (input {width}×{height}) is smaller than the "
                     f"input patch {self.input_patch}×{self.input_patch} (data.patch_size "
-                    f"{patch_size} at scale {scale}); use a smaller data.patch_size "
-                    f"(at most {min(height, width) * scale}) or larger images"
+                    f"{patch_size} at scale {scale}); use {fix}larger images (the smallest "
+                    f"data.patch_size is {MIN_PATCH_SIZE})"
                 )
             if pair.target is not None and tuple(pair.target.shape[-2:]) != (
                 height * scale,

@@ -152,8 +152,12 @@ class FolderSource(DataSource):
         list_image_files(self.path, where=self.where)
 
     def load(self, task: Task) -> list[ImagePair]:
-        return [_make_pair(path.stem, _load(path, self.where), task, str(path), self.where)
-                for path in list_image_files(self.path, where=self.where)]
+        """One pair per image, named by its stem (by its file name when two images share a stem)."""
+        files = list_image_files(self.path, where=self.where)
+        stems = [path.stem for path in files]
+        return [_make_pair(path.stem if stems.count(path.stem) == 1 else path.name, _load(path, self.where),
+                           task, str(path), self.where)
+                for path in files]
 
     def to_spec(self) -> str:
         return str(self.path)

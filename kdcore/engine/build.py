@@ -26,7 +26,12 @@ def adapter_factory(registry: Registry, loss_where: str) -> AdapterFactory:
         if not where.startswith(loss_where):
             where = f"{loss_where}.{where}"
         reg = registry.lookup("adapter", name, where=where)
-        return build_component(reg, params, None, where=where, in_channels=in_channels, out_channels=out_channels)
+        try:
+            return build_component(reg, params, None, where=where, in_channels=in_channels, out_channels=out_channels)
+        except SpecError as exc:
+            if str(exc).startswith(where):
+                raise
+            raise SpecError(f"{where}: {exc}") from None
 
     return AdapterFactory(build)
 
@@ -240,7 +245,8 @@ def split_teacher_path(path: str, n_teachers: int, where: str) -> tuple[int, str
     head, sep, rest = path.partition("/")
     if sep and head.isdigit():
         if int(head) >= n_teachers:
-            raise SpecError(f"{where}: {path!r} names teacher {head}, but the spec has {n_teachers} teacher(s)")
+            raise SpecError(f"{where}: {path!r} names teacher {head}, but the spec has {n_teachers} teacher(s); "
+                            f"teacher indices start at 0 (0 to {n_teachers - 1})")
         return int(head), rest
     return 0, path
 
@@ -251,14 +257,18 @@ def _setup_taps_and_adapters(plan: RunPlan, run: BuiltRun) -> None:
     s_paths: list[str] = []
     t_paths: list[list[str]] = [[] for _ in run.teachers]
     for i, loss in enumerate(run.losses):
-        where = f"losses[{i}].params"
-        check_paths(run.student, loss.student_features(), where=where, role=f"student {plan.student.name!r}")
+        def where(role: str, path: str) -> str:
+            return f"losses[{i}].{loss.feature_where(role, path)}"
+
+        for path in loss.student_features():
+            check_paths(run.student, [path], where=where("student", path), role=f"student {plan.student.name!r}")
         s_paths += loss.student_features()
         if loss.teacher_features() and not run.teachers:
             raise SpecError(f"losses[{i}]: compares teacher features but the spec has no teacher")
         for path in loss.teacher_features():
-            t, module_path = split_teacher_path(path, len(run.teachers), where)
-            check_paths(run.teachers[t], [module_path], where=where, role=f"teacher {plan.teachers[t].name!r}")
+            t, module_path = split_teacher_path(path, len(run.teachers), where("teacher", path))
+            role = f"teacher {t} {plan.teachers[t].name!r} (teacher indices start at 0)"
+            check_paths(run.teachers[t], [module_path], where=where("teacher", path), role=role)
             t_paths[t].append(module_path)
     if s_paths:
         run.student_taps = FeatureTaps(run.student, s_paths, where="losses", role="student")

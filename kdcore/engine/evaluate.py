@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from statistics import median
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -50,22 +51,25 @@ def evaluate(
             reference = pair.target
             if reference is None:
                 reference, against = teacher, "teacher"
-            rows["student"].append(image_metrics(out, reference, task))
-            rows["baseline"].append(image_metrics(base, reference, task))
+            rows["student"].append(image_metrics(out, reference, task, name=pair.name))
+            rows["baseline"].append(image_metrics(base, reference, task, name=pair.name))
             if teacher is not None and pair.target is not None:
                 rows["teacher"].append(image_metrics(teacher, reference, task))
             if images_dir is not None:
                 panels = [_nearest(pair.input, out.shape[-2:]), base, out]
+                labels = ["input", baseline_name(task), "student"]
                 panels += [teacher] if teacher is not None else []
+                labels += ["teacher"] if teacher is not None else []
                 panels += [pair.target] if pair.target is not None else []
-                save_image(torch.cat(panels, dim=-1), images_dir / f"{pair.name}.png")
+                labels += ["target"] if pair.target is not None else []
+                save_image(labelled_strip(panels, labels), images_dir / f"{pair.name}.png")
     finally:
         student.train(was_training)
     if images_dir is not None and pairs:
         from kdcore.report import strip_layout, write_strip_index
 
         layout = strip_layout(teacher_forward is not None, pairs[0].target is not None)
-        write_strip_index(images_dir, layout, [p.name for p in pairs])
+        write_strip_index(images_dir, layout, [p.name for p in pairs], label_height=LABEL_HEIGHT)
     return {
         "against": against,
         "student": mean_metrics(rows["student"]),
@@ -74,6 +78,25 @@ def evaluate(
         "images": [p.name for p in pairs],
         "per_image": {"student": rows["student"], "baseline": rows["baseline"]},
     }
+
+
+LABEL_HEIGHT = 12
+
+
+def labelled_strip(panels: list[torch.Tensor], labels: list[str]) -> torch.Tensor:
+    """The panels side by side (input | baseline | student | teacher | target), each with its label
+    written in a small band above it."""
+    from PIL import Image, ImageDraw
+
+    strip = torch.cat(panels, dim=-1)
+    band = Image.new("RGB", (strip.shape[-1], LABEL_HEIGHT), (0, 0, 0))
+    draw = ImageDraw.Draw(band)
+    x = 0
+    for panel, label in zip(panels, labels):
+        draw.text((x + 2, 1), label, fill=(255, 255, 255))
+        x += panel.shape[-1]
+    header = torch.from_numpy(np.asarray(band, dtype=np.float32).copy()).permute(2, 0, 1) / 255.0
+    return torch.cat([header, strip.float().cpu()], dim=-2)
 
 
 def _nearest(img: torch.Tensor, size) -> torch.Tensor:

@@ -14,10 +14,16 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from kdcore.data import ImagePair, PatchDataset
+from kdcore.data.patches import MIN_PATCH_SIZE
 from kdcore.engine.build import BuiltRun
 from kdcore.errors import SpecError
 from kdcore.interfaces import ModelOutput, Task
+from kdcore.metrics import SSIM_KERNEL
 from kdcore.plan import RunPlan
+from kdcore.spec import unlabeled_rows
+
+
+MIN_PATCH = MIN_PATCH_SIZE
 
 
 class StepSampler(Sampler[int]):
@@ -46,7 +52,7 @@ def _worker_init(worker_id: int) -> None:
 def batch_split(plan: RunPlan, world: int) -> tuple[int, int]:
     """(labelled, unlabelled) samples per global batch; each must divide among the ranks."""
     bs = plan.data.batch_size
-    n_u = round(bs * plan.data.unlabeled_ratio) if plan.unlabeled else 0
+    n_u = unlabeled_rows(plan.data)
     n_l = bs - n_u
     if n_l % world or n_u % world:
         raise SpecError(
@@ -54,6 +60,44 @@ def batch_split(plan: RunPlan, world: int) -> tuple[int, int]:
             "processes; choose a batch size that does"
         )
     return n_l, n_u
+
+
+def check_val_sizes(plan: RunPlan, pairs: list[ImagePair]) -> None:
+    """Every validation image is large enough for SSIM once the metric's border is cropped.
+
+    scikit-image's SSIM with a Gaussian window (sigma 1.5) uses an 11×11 window, which must fit
+    in the image; for sr the metric first crops ``scale`` pixels at every border.
+    """
+    scale = plan.task.scale
+    border = scale if plan.task.kind == "sr" else 0
+    min_input = -(-(SSIM_KERNEL + 2 * border) // scale)
+    for pair in pairs:
+        h, w = pair.input.shape[-2:]
+        side_h, side_w = h * scale - 2 * border, w * scale - 2 * border
+        if min(side_h, side_w) < SSIM_KERNEL:
+            sizes = f"{min_input * scale}×{min_input * scale}" + (
+                f" (inputs {min_input}×{min_input})" if scale > 1 else "")
+            raise SpecError(
+                f"data.val: image {pair.name!r} of {plan.val_data.to_spec()} ({w * scale}×{h * scale}) is too small "
+                f"for SSIM: {max(side_w, 0)}×{max(side_h, 0)} after cropping the {border}-pixel border, and SSIM "
+                f"needs {SSIM_KERNEL}×{SSIM_KERNEL}; use validation images of at least {sizes}"
+            )
+
+
+def _check_unlabeled_sizes(plan: RunPlan, pairs: list[ImagePair]) -> None:
+    """Unlabelled images are inputs at their own resolution: each must hold an input patch."""
+    patch, scale = plan.data.patch_size, plan.task.scale
+    side = patch // scale
+    for pair in pairs:
+        h, w = pair.input.shape[-2:]
+        if min(h, w) < side:
+            largest = min(h, w) * scale
+            fix = (f"a smaller data.patch_size (at most {largest}) or " if largest >= MIN_PATCH else "")
+            raise SpecError(
+                f"data.unlabeled: image {pair.name!r} ({w}×{h}) is smaller than the input patch {side}×{side} "
+                f"(data.patch_size {patch} at ×{scale}; unlabelled images are inputs at their own resolution); "
+                f"use {fix}unlabelled images of at least {side}×{side}"
+            )
 
 
 def load_unlabeled(plan: RunPlan) -> list[ImagePair]:
@@ -78,6 +122,12 @@ class TrainingData:
             raise SpecError("data.val: these images have no targets and the spec has no teacher to measure against")
         return cls(plan, train, val, load_unlabeled(plan))
 
+    def check(self, world: int) -> None:
+        """What training would refuse, checked before anything is written: the batch split,
+        images against the patch size, validation images against SSIM's window."""
+        self.datasets(world)
+        check_val_sizes(self.plan, self.val_pairs)
+
     def datasets(self, world: int) -> list[PatchDataset]:
         """The labelled patch dataset, and the unlabelled one when the batch has unlabelled rows."""
         plan, steps = self.plan, self.plan.train.steps
@@ -85,6 +135,7 @@ class TrainingData:
         out = [PatchDataset(self.train_pairs, plan.task, plan.data.patch_size, length=steps * n_l,
                             seed=plan.train.seed, augment=plan.data.augment, where="data.train")]
         if n_u:
+            _check_unlabeled_sizes(plan, self.unlabeled_pairs)
             out.append(PatchDataset(self.unlabeled_pairs, Task(kind="enhance"), plan.data.patch_size // plan.task.scale,
                                     length=steps * n_u, seed=plan.train.seed + 1, augment=plan.data.augment,
                                     where="data.unlabeled"))
@@ -116,6 +167,16 @@ def teacher_caches(plan: RunPlan, run: BuiltRun, device: torch.device, data: Tra
 
     return [TeacherCache(plan.train.teacher_cache, image, pairs, plan.task.scale, key) if pairs else None
             for pairs in (data.train_pairs, data.unlabeled_pairs)]
+
+
+def cache_report(caches) -> dict | None:
+    """Hits, misses, location and size of the run's teacher caches (None without a cache)."""
+    used = [c for c in caches or [] if c is not None]
+    if not used:
+        return None
+    stats = [c.stats() for c in used]
+    return {"mode": used[0].mode, "location": "memory" if used[0].mode == "memory" else str(used[0].folder),
+            **{k: sum(st[k] for st in stats) for k in ("hits", "misses", "entries", "bytes")}}
 
 
 def step_inputs(batches, run: BuiltRun, caches, scale: int, device: torch.device):

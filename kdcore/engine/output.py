@@ -29,12 +29,22 @@ def diff_keys(a: Any, b: Any, path: tuple = ()) -> list[str]:
     return [] if a == b else [".".join(map(str, path))]
 
 
+def check_output(plan: RunPlan) -> None:
+    """``output`` must be a folder or not exist yet."""
+    if plan.output.exists() and not plan.output.is_dir():
+        raise SpecError(f"output: {plan.output} exists and is not a folder; choose a folder")
+
+
+def finished_run(plan: RunPlan) -> bool:
+    """Whether the output folder holds a finished run (its summary.json), which a new run replaces."""
+    return (plan.output / SPEC_FILE).is_file() and (plan.output / "summary.json").is_file()
+
+
 def prepare_output(plan: RunPlan, *, resume: bool, overwrite: bool) -> Path:
     """Checks the run folder may be used; returns it. Raises before anything is written."""
     out = plan.output
     resolved = plan.resolved()
-    if out.exists() and not out.is_dir():
-        raise SpecError(f"output: {out} exists and is not a folder")
+    check_output(plan)
     old_spec_file = out / SPEC_FILE
     if resume:
         if not (out / STATE).exists():

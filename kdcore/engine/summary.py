@@ -44,6 +44,7 @@ def run_summary(trainer: Trainer, result: dict) -> dict[str, Any]:
         "task": task.model_dump(),
         "measured_against": result["against"],
         "val_images": result["images"],
+        "val_data": plan.val_data.to_spec(),
         "latency_input": list(probe.shape[-2:]),
         "device": str(trainer.device),
         "ema": plan.train.ema is not None,

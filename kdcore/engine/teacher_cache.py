@@ -90,6 +90,15 @@ class TeacherCache:
         self._memory[index] = out
         return out
 
+    def stats(self) -> dict[str, int]:
+        """Hits, misses, images held and their size in bytes (on disk for 'disk', in memory else)."""
+        if self.mode == "disk":
+            files = {self.folder / f"{k}.safetensors" for k in self._keys}
+            size = sum(f.stat().st_size for f in files if f.exists())
+        else:
+            size = sum(t.numel() * t.element_size() for t in self._memory.values())
+        return {"hits": self.hits, "misses": self.misses, "entries": len(self._memory), "bytes": size}
+
     def batch(self, images: torch.Tensor, crops: torch.Tensor, augs: torch.Tensor, patch_size: int) -> torch.Tensor:
         """Targets for a batch, given each sample's image index, crop (input pixels) and augmentation."""
         s = self.scale

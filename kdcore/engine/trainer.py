@@ -28,9 +28,9 @@ from kdcore.engine.events import (
     RunStarted,
     StepEnded,
 )
-from kdcore.engine.feed import TrainingData, step_inputs, teacher_caches
+from kdcore.engine.feed import TrainingData, cache_report, step_inputs, teacher_caches
 from kdcore.engine.optim import make_optimizer, make_scheduler
-from kdcore.engine.output import MetricsLog, prepare_output
+from kdcore.engine.output import MetricsLog, check_output, finished_run, prepare_output
 from kdcore.engine.rng import rng_state, seed_everything, set_rng_state
 from kdcore.engine.signals import StopSignals
 from kdcore.engine.summary import run_summary
@@ -38,6 +38,7 @@ from kdcore.engine.watch import SilentDistillationWatch
 from kdcore.errors import Interrupted, SpecError, TrainingError
 from kdcore.losses import uses_teacher
 from kdcore.plan import RunPlan
+from kdcore.spec import DEFAULT_VAL
 
 
 def pick_device(choice: str) -> torch.device:
@@ -46,6 +47,44 @@ def pick_device(choice: str) -> torch.device:
             raise SpecError("train.device: 'cuda' was asked for but no CUDA device is available; use 'auto' or 'cpu'")
         return torch.device("cuda")
     return torch.device("cpu")
+
+
+def preflight(plan: RunPlan, world: int = 1) -> TrainingData:
+    """What ``run`` refuses before training, checked without training (``kdcore validate``):
+    the device, the data (decoded), the batch split, image sizes, the output folder."""
+    pick_device(plan.train.device)
+    data = TrainingData.load(plan)
+    data.check(world)
+    check_output(plan)
+    return data
+
+
+def nonfinite_advice(step: int, loss: str, t, last_checkpoint: int) -> str:
+    """The message of a non-finite loss: advice that can be followed (a fresh start, not --resume,
+    since train.lr and train.grad_clip change what the run computes)."""
+    clip = f"a smaller train.grad_clip (now {t.grad_clip})" if t.grad_clip else "train.grad_clip (e.g. 1.0)"
+    kept = (f"the checkpoint of step {last_checkpoint} is intact, but a changed train.lr cannot be resumed; "
+            if last_checkpoint else "")
+    return (f"step {step}: loss {loss!r} is not finite; {kept}lower train.lr (now {t.lr:g}) or set {clip} and "
+            "start again in a new output folder or with --overwrite")
+
+
+def run_notes(plan: RunPlan, run: BuiltRun, *, replaced: bool) -> list[tuple[str, str]]:
+    """(text, level) of what the run log says about choices the spec made implicitly."""
+    notes = []
+    if replaced:
+        notes.append((f"{plan.output} holds a finished run of this spec: it is replaced by this one", "info"))
+    if plan.spec.data.val == DEFAULT_VAL and not str(plan.spec.data.train).startswith("builtin:"):
+        notes.append((f"data.val is not given: validating on the built-in photos ({DEFAULT_VAL}); set data.val "
+                      "to images like your training data", "info"))
+    if plan.train.teacher_cache != "off" and run.run_teacher and any(t is not None for t in run.teacher_taps):
+        notes.append((f"train.teacher_cache '{plan.train.teacher_cache}' is not used: a loss compares teacher "
+                      "features, which are computed live for each patch; set train.teacher_cache to 'off'",
+                      "warning"))
+    if plan.train.teacher_cache != "off" and not run.run_teacher:
+        notes.append((f"train.teacher_cache '{plan.train.teacher_cache}' is not used: no step needs the teacher's "
+                      "output", "warning"))
+    return notes
 
 
 class Objective(torch.nn.Module):
@@ -90,12 +129,14 @@ class Trainer:
         self.t_start = time.perf_counter()
         device = pick_device(t.device)
         seed_everything(t.seed)
-        self.data = TrainingData.load(plan)
         self.rank, self.world, self.device = init_distributed(device)
         self.writer = self.rank == 0
-        self.data.datasets(self.world)  # checks the batch split and image sizes before anything is written
         self.run = build_run(plan, self.device, for_run=True)
+        self.data = TrainingData.load(plan)
+        self.data.check(self.world)  # the batch split and image sizes, before anything is written
+        check_output(plan)
         self.out = plan.output
+        self.replaced = finished_run(plan) if not self.resume else False
         if self.writer:
             self.out = prepare_output(plan, resume=self.resume, overwrite=self.overwrite)
         barrier(self.world)
@@ -116,6 +157,8 @@ class Trainer:
         self.amp = t.amp == "bf16" or (t.amp == "auto" and self.device.type == "cuda")
         for note in self.run.notes:
             self.emit(Message(note))
+        for note, level in run_notes(plan, self.run, replaced=self.replaced):
+            self.emit(Message(note, level=level))
         if self.run.teachers and (not plan.has_targets() or plan.unlabeled):
             rows = "the unlabelled rows" if plan.has_targets() else "data.train"
             self.emit(Message(f"{rows} have no ground truth: losses that compare with the target use the "
@@ -174,10 +217,7 @@ class Trainer:
         total = sum(w * v for w, v in zip(self.run.loss_weights, terms))
         if not torch.isfinite(total):
             bad = next((n for n, v in zip(self.run.loss_names, terms) if not torch.isfinite(v)), "total")
-            raise TrainingError(
-                f"step {step}: loss {bad!r} is not finite; the last checkpoint (step {self.last_checkpoint}) is "
-                "intact; lower train.lr or set train.grad_clip, then --resume or start again"
-            )
+            raise TrainingError(nonfinite_advice(step, bad, t, self.last_checkpoint))
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         if t.grad_clip:
@@ -262,9 +302,14 @@ class Trainer:
             barrier(self.world)
             return json.loads((self.out / "summary.json").read_text())
         result = self.evaluate(images_dir=self.out / "images")
+        cache = cache_report(self.caches)
+        if cache:
+            self.emit(Message(f"teacher cache ({cache['mode']}, {cache['location']}): {cache['hits']} hits, "
+                              f"{cache['misses']} misses, {cache['entries']} images, {cache['bytes'] / 2**20:.1f} MiB"))
         save_weights(self.eval_model(), self.out / WEIGHTS)
         self.log.close()
         summary = run_summary(self, result)
+        summary["teacher_cache"] = cache
         text = json.dumps(summary, indent=2) + "\n"
         atomic_write(self.out / "summary.json", lambda tmp: Path(tmp).write_text(text))
         self.checkpoint()

@@ -37,6 +37,7 @@ from kdcore.report.panels import (
     Panel,
     low_resolution,
     panel_psnr,
+    label_height,
     run_layout,
     split_strip,
     strip_names,
@@ -145,14 +146,14 @@ def _run_panels(run: RunData, index: int, name: str) -> list[Panel]:
         return []
     layout, recorded = run_layout(run.folder, run.summary)
     scale = int(run.task["scale"])
-    parts = split_strip(strip, layout, 1 if recorded else scale)
+    parts = split_strip(strip, layout, 1 if recorded else scale, label_height(run.folder))
     panels = [Panel(kind, pixels, index) for kind, pixels in parts.items()]
     alone_dir = run.folder / "alone"
     alone_strip = alone_dir / IMAGES_DIR / f"{name}.png"
     if alone_strip.is_file() and (alone_dir / "spec.json").is_file():
         alone_summary = _maybe_json(alone_dir / "summary.json")
         alone_layout, alone_recorded = run_layout(alone_dir, alone_summary)
-        alone_parts = split_strip(alone_strip, alone_layout, 1 if alone_recorded else scale)
+        alone_parts = split_strip(alone_strip, alone_layout, 1 if alone_recorded else scale, label_height(alone_dir))
         if alone_parts["student"].shape == parts["student"].shape:
             panels.append(Panel("alone", alone_parts["student"], index))
     reference = parts.get("target")

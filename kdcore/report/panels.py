@@ -35,8 +35,9 @@ def strip_layout(has_teacher: bool, has_target: bool) -> list[str]:
     return [p for p in PANEL_ORDER if (p != "teacher" or has_teacher) and (p != "target" or has_target)]
 
 
-def write_strip_index(images_dir: str | Path, panels: list[str], names: list[str]) -> Path:
-    """Records the strips' panel order next to them (``images/strips.json``).
+def write_strip_index(images_dir: str | Path, panels: list[str], names: list[str], label_height: int = 0) -> Path:
+    """Records the strips' panel order next to them (``images/strips.json``), and the height of the
+    label band above the panels (``label_height`` pixels, cut off when the strips are split).
 
     For the engine to call after writing the strips, so that a report never has to infer the
     layout from summary.json; old run folders without the file are read by inference.
@@ -47,7 +48,8 @@ def write_strip_index(images_dir: str | Path, panels: list[str], names: list[str
     path = Path(images_dir) / STRIP_INDEX
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps({"panels": list(panels), "images": list(names)}, indent=2) + "\n")
+    record = {"panels": list(panels), "images": list(names), "label_height": int(label_height)}
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
     tmp.replace(path)
     return path
 
@@ -77,15 +79,24 @@ class Panel:
     psnr: float | None = None
 
 
-def split_strip(path: Path, layout: list[str], check_scale: int = 1) -> dict[str, np.ndarray]:
-    """The panels of one strip file as H×W×3 uint8 arrays.
+def label_height(folder: Path) -> int:
+    """The height of the label band above a run's strips (images/strips.json; 0 for older runs)."""
+    try:
+        value = json.loads((folder / IMAGES_DIR / STRIP_INDEX).read_text()).get("label_height", 0)
+    except (OSError, ValueError, AttributeError):
+        return 0
+    return value if isinstance(value, int) and value >= 0 else 0
+
+
+def split_strip(path: Path, layout: list[str], check_scale: int = 1, top: int = 0) -> dict[str, np.ndarray]:
+    """The panels of one strip file as H×W×3 uint8 arrays (``top`` rows of labels cut off).
 
     A width that is not ``len(layout)`` equal panels is a :class:`DataError`; so is, with
     ``check_scale`` > 1 (for an inferred layout), an input panel that is not the nearest-neighbour
     enlargement the engine writes — the sign of a strip with other panels than assumed.
     """
     with Image.open(path) as image:
-        pixels = np.asarray(image.convert("RGB"))
+        pixels = np.asarray(image.convert("RGB"))[top:]
     width = pixels.shape[1]
     if width % len(layout):
         raise DataError(f"{path}: width {width} is not {len(layout)} panels ({' | '.join(layout)}); "

@@ -251,6 +251,14 @@ class FeatureMatchingLoss(Loss):
     def teacher_features(self) -> list[str]:
         return list(dict.fromkeys(p.teacher_path for p in self.params.pairs))
 
+    def feature_where(self, role: str, path: str) -> str:
+        """``params.pairs[J].student`` / ``.teacher``: the first pair that names ``path``."""
+        for j, pair in enumerate(self.params.pairs):
+            if (pair.student if role == "student" else pair.teacher_path) == path:
+                given = role == "student" or pair.teacher is not None
+                return f"params.pairs[{j}].{role if given else 'student'}"
+        return "params"
+
     def adapter_choice(self, pair: FeaturePair) -> tuple[str, dict | None] | None:
         """The (name, params) of a pair's adapter, or None when the map is used as it is."""
         if isinstance(pair.adapter, AdapterChoice):
