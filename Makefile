@@ -1,6 +1,7 @@
 # kdcore: the README's commands.
 #   make setup   .venv from uv.lock: kdcore, every bundled plugin (editable), the extras, the dev tools
-#   make run     the quickstart: train a teacher, distil a student, print the table
+#   make run     the quickstart: train (or reuse) an EDSR teacher, distil it into a Deformable-HDRNet
+#                student beside the same student trained alone, print the table
 #   make test    the whole test suite, tutorials included
 #   make lint    ruff (lint and format) and mypy on kdcore/ and plugins/*/src
 #   make bench   the benchmarks; writes BENCHMARKS.md
@@ -50,7 +51,7 @@ lock: | $(UV)
 	$(UV) lock --python $(PYTHON_BASE)
 
 run: $(STAMP)
-	$(VENV)/bin/kdcore run examples/quickstart-teacher.json --overwrite
+	$(VENV)/bin/kdcore run examples/quickstart-teacher.json --reuse --overwrite
 	$(VENV)/bin/kdcore run examples/quickstart.json --overwrite
 
 test: $(STAMP)

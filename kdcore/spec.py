@@ -124,6 +124,11 @@ class TrainSpec(_Strict):
     )
     ema: float | None = Field(default=None, gt=0, lt=1, description="decay of an exponential moving average of the student (e.g. 0.999)")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto")
+    latency_input: list[Annotated[int, Field(ge=8)]] | None = Field(
+        default=None, min_length=2, max_length=2,
+        description="[height, width] of the input on which latency is measured (e.g. [540, 960]: a 1080p "
+        "output at ×2); absent: the first validation image",
+    )
     onnx_latency: bool = Field(
         default=False,
         description="also export the trained student to ONNX and measure its onnxruntime latency on the "

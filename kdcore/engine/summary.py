@@ -24,11 +24,21 @@ class Ensemble(torch.nn.Module):
         return self._forward(x).image
 
 
+def latency_probe(trainer: Trainer) -> torch.Tensor:
+    """The input latency is measured on: ``train.latency_input`` (a random image), else the first
+    validation image."""
+    size = trainer.plan.train.latency_input
+    if size is None:
+        return trainer.data.val_pairs[0].input.unsqueeze(0).to(trainer.device)
+    generator = torch.Generator().manual_seed(0)
+    return torch.rand(1, 3, *size, generator=generator).to(trainer.device)
+
+
 def run_summary(trainer: Trainer, result: dict) -> dict[str, Any]:
     """The content of summary.json, from the final evaluation ``result``."""
     plan, run = trainer.plan, trainer.run
     task = plan.task
-    probe = trainer.data.val_pairs[0].input.unsqueeze(0).to(trainer.device)
+    probe = latency_probe(trainer)
     summary: dict[str, Any] = {
         "student": {
             "name": plan.student.name,
