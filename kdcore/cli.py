@@ -125,9 +125,20 @@ def _cmd_validate(args) -> int:
     from kdcore import api
     from kdcore.spec import components_of, parse_set
 
-    spec = api.validate(args.spec, **parse_set(args.set or []))
+    import torch
+
+    from kdcore.engine.build import build_run
+    from kdcore.interfaces import Teacher
+    from kdcore.plugins import get_registry
+
+    spec = api.prepare(args.spec, parse_set(args.set or []))  # as api.validate, keeping the built teachers
+    built = build_run(spec, get_registry(), torch.device("cpu"), for_run=False)
     names = ", ".join(f"{w}={c.name}" for w, _, c in components_of(spec))
     print(f"{args.spec}: valid ({names}; {spec.train.steps} steps -> {spec.output})")
+    for i, teacher in enumerate(built.teachers):
+        text = teacher.describe() if isinstance(teacher, Teacher) else None
+        if text:
+            print(f"  {spec.teacher_location(i)}: {text}")
     return 0
 
 
@@ -248,6 +259,25 @@ def _cmd_enhance(args) -> int:
     return 0
 
 
+def _cmd_inspect(args) -> int:
+    from kdcore.inspection import as_rows, format_table, inspect_model, parse_task
+
+    params = None
+    if args.params:
+        try:
+            params = json.loads(args.params)
+        except json.JSONDecodeError as exc:
+            raise SpecError(f"--params: not valid JSON ({exc.msg} at character {exc.pos}); e.g. '{{\"n_feats\": 32}}'") from None
+        if not isinstance(params, dict):
+            raise SpecError("--params: give a JSON object, e.g. '{\"n_feats\": 32}'")
+    infos = inspect_model(args.kind, args.name, params, parse_task(args.task), tuple(args.size), args.checkpoint)
+    if args.json:
+        print(json.dumps(as_rows(infos), indent=2))
+    else:
+        print(format_table(infos))
+    return 0
+
+
 def _cmd_new_plugin(args) -> int:
     from kdcore.scaffold import next_steps, scaffold_plugin
 
@@ -303,6 +333,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pixels", type=int, default=16_000_000,
                    help="larger inputs are processed in 1024-pixel tiles to bound memory")
     p.set_defaults(func=_cmd_enhance)
+
+    p = sub.add_parser("inspect", help="every named module path of a student or teacher with its output shape")
+    p.add_argument("kind", choices=["student", "teacher", "students", "teachers"])
+    p.add_argument("name")
+    p.add_argument("--params", metavar="JSON", help="the component's params as a JSON object")
+    p.add_argument("--task", default="sr:2", help="sr:2, sr:3, sr:4 or enhance (default sr:2)")
+    p.add_argument("--size", nargs=2, type=int, default=[32, 32], metavar=("H", "W"),
+                   help="sample input size (default 32 32)")
+    p.add_argument("--checkpoint", metavar="PATH", help="weights to load first (a teacher that needs one, e.g. spandrel)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_inspect)
 
     p = sub.add_parser("new-plugin", help="scaffold a plugin package in a new folder NAME/")
     p.add_argument("name")

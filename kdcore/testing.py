@@ -114,6 +114,12 @@ def check_component(kind: str, name: str, params: dict | None = None, *, size: i
             assert grads and all(torch.isfinite(g).all() for g in grads), f"loss {name}: no gradient on the student"
         else:
             module = create(kind, name, params, task).eval()
+            example = getattr(type(module), "example_checkpoint", None)
+            if kind == "teacher" and example is not None:
+                # a teacher that is nothing without its checkpoint writes a small one to load
+                with tempfile.TemporaryDirectory() as tmp:
+                    module.load_checkpoint(example(Path(tmp), task), where=f"teacher {name}")
+                module.eval()
             x = torch.rand(2, 3, size, size, generator=gen)
             with torch.no_grad():
                 y = as_output(module(x)).image

@@ -167,7 +167,10 @@ def _load_teacher(teacher, reg: Registration, tspec: TeacherSpec, where: str, fo
             stacklevel=3,
         )
         return
-    load_weights(teacher, path, where=f"{where}.checkpoint")
+    if isinstance(teacher, Teacher):  # a teacher may read its own checkpoint format
+        teacher.load_checkpoint(path, where=f"{where}.checkpoint")
+    else:  # a student class used as teacher
+        load_weights(teacher, path, where=f"{where}.checkpoint")
 
 
 def _has_target(spec: RunSpec) -> bool:
