@@ -128,7 +128,7 @@ class EDSRArch(Architecture[EDSR]):
         n_resblocks = get_seq_len(state_dict, "body") - 1
         n_feats = state_dict["head.0.weight"].shape[0]
         if "tail.0.2.weight" in state_dict:
-            scale = 2 ** (get_seq_len(state_dict, "tail.0") // 2)
+            scale = 2 ** ((get_seq_len(state_dict, "tail.0") + 1) // 2)  # conv, shuffle per ×2
         elif "tail.0.0.weight" in state_dict:
             scale = {4: 2, 9: 3}[state_dict["tail.0.0.weight"].shape[0] // n_feats]
         else:

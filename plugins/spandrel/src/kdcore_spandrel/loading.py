@@ -112,7 +112,7 @@ def detect(state: StateDict, path: Path, *, where: str) -> ModelDescriptor:
     except Exception as exc:  # noqa: BLE001 - a detected architecture whose weights do not fit
         raise CheckpointError(
             f"{at}{path}: its weights look like a known architecture but do not load "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); the file may be damaged"
+            f"({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); the file may be damaged"
         ) from None
 
 
