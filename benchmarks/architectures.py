@@ -32,10 +32,10 @@ PARAMS: dict[str, dict] = {"hdrnet": {"net_input_size": 128, "spatial_bins": 8},
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "full": {"models": MODELS, "sizes": {"256x256": (256, 256), "960x540": (540, 960)},
-             "repeats": {"256x256": 3, "960x540": 2}, "warmup": {"256x256": 1, "960x540": 0},
-             "steps": 60, "data": {"train": "builtin:photos", "val": "builtin:photos-val",
-                                    "patch_size": 64, "batch_size": 4}},
-    "smoke": {"models": ["hdrnet", "compact", "span"], "sizes": {"32x32": (32, 32)},
+             "repeats": {"256x256": 2, "960x540": 1}, "warmup": {"256x256": 0, "960x540": 0},
+             "steps": 20, "data": {"train": "builtin:photos", "val": "builtin:photos-val",
+                                    "patch_size": 32, "batch_size": 4}},
+    "smoke": {"models": ["hdrnet", "compact"], "sizes": {"32x32": (32, 32)},
               "repeats": {"32x32": 2}, "warmup": {"32x32": 1}, "steps": 2, "data": None},
 }
 
@@ -47,30 +47,35 @@ def _log(text: str) -> None:
 
 
 def latency(models: list[str], sizes: dict[str, tuple[int, int]], repeats: dict[str, int],
-            warmup: dict[str, int], log=_log) -> dict[str, dict[str, Any]]:
-    """Per size label, per model: wall-clock min / median ms of one forward pass (interleaved)."""
+            warmup: dict[str, int], result: dict[str, Any], save=lambda: None, log=_log) -> None:
+    """Fills ``result["params"]`` and ``result["latency"][size][model]`` (wall-clock min / median ms
+    of one forward pass), calling ``save`` after each model so a long run keeps what it measured."""
     task = kdcore.Task(kind="sr", scale=2)
     built = {n: kdcore.create("student", n, PARAMS.get(n), task).eval() for n in models}
-    out: dict[str, dict[str, Any]] = {}
+    result["params"] = {n: sum(p.numel() for p in m.parameters()) for n, m in built.items()}
     for label, (h, w) in sizes.items():
         log(f"  latency {label} input ({len(models)} models, {repeats[label]} runs each)")
         x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
+        table = result["latency"].setdefault(label, {})
+        for name, model in built.items():
+            if name in table:  # kept from an earlier, interrupted run (--resume)
+                continue
 
-        def call(model):
-            def fn():
+            def fn(model=model):
                 with torch.inference_mode():
                     model(x)
-            return fn
 
-        out[label] = common.time_interleaved({n: call(m) for n, m in built.items()}, repeats[label],
-                                             warmup=warmup[label])
-    return {"params": {n: sum(p.numel() for p in m.parameters()) for n, m in built.items()}, "times": out}
+            table[name] = common.time_interleaved({name: fn}, repeats[label], warmup=warmup[label])[name]
+            log(f"    {name}: {table[name]['min_ms']:.0f} ms")
+            save()
 
 
-def quality(models: list[str], data: dict, steps: int, runs: Path, log=_log) -> dict[str, dict[str, Any]]:
-    """PSNR / SSIM on the validation data after ``steps`` of L1 training from the same seed."""
-    out = {}
+def quality(models: list[str], data: dict, steps: int, runs: Path, out: dict[str, Any], save=lambda: None,
+            log=_log) -> None:
+    """Fills ``out[model]``: PSNR / SSIM on the validation data after ``steps`` of L1 training (seed 0)."""
     for name in models:
+        if name in out:  # kept from an earlier, interrupted run (--resume)
+            continue
         log(f"  training {name}, {steps} steps")
         spec = {"task": {"kind": "sr", "scale": 2}, "data": data,
                 "student": {"name": name, "params": PARAMS.get(name, {})}, "losses": [{"name": "l1"}],
@@ -80,19 +85,35 @@ def quality(models: list[str], data: dict, steps: int, runs: Path, log=_log) -> 
         s = kdcore.run(spec, overwrite=True)
         out[name] = {"psnr": s["student"]["psnr"], "ssim": s["student"]["ssim"], "seconds": s["seconds"],
                      "baseline_psnr": s["baseline"]["psnr"]}
-    return out
+        save()
 
 
-def measure(cfg: dict[str, Any], runs: Path, data: dict | None = None, log=_log) -> dict[str, Any]:
-    """The whole section's numbers."""
+def measure(cfg: dict[str, Any], runs: Path, data: dict | None = None, log=_log,
+            save=lambda result: None, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The whole section's numbers: parameters, latency (smallest size first), then short-training
+    quality; ``save(result)`` is called with the partial result as it grows. ``previous`` (an
+    interrupted run's result with the same settings) keeps what it had measured."""
     t0 = time.perf_counter()
-    lat = latency(cfg["models"], cfg["sizes"], cfg["repeats"], cfg["warmup"], log=log)
-    q = quality(cfg["models"], data or cfg["data"], cfg["steps"], runs, log=log)
-    return {"models": cfg["models"], "sizes": {k: list(v) for k, v in cfg["sizes"].items()},
-            "repeats": cfg["repeats"], "warmup": cfg["warmup"], "steps": cfg["steps"], "data": data or cfg["data"],
-            "params": lat["params"], "latency": lat["times"], "quality": q,
-            "loadavg": common.loadavg(), "threads": torch.get_num_threads(),
-            "seconds": time.perf_counter() - t0}
+    r: dict[str, Any] = {"models": cfg["models"], "sizes": {k: list(v) for k, v in cfg["sizes"].items()},
+                         "repeats": cfg["repeats"], "warmup": cfg["warmup"], "steps": cfg["steps"],
+                         "data": data or cfg["data"], "params": {}, "latency": {}, "quality": {},
+                         "threads": torch.get_num_threads()}
+    spent = 0.0
+    if previous is not None:
+        r["latency"], r["quality"] = previous.get("latency", {}), previous.get("quality", {})
+        spent = previous.get("seconds", 0.0)
+
+    def snapshot() -> None:
+        r["seconds"] = spent + time.perf_counter() - t0
+        r["loadavg"] = common.loadavg()
+        save(r)
+
+    r["params"] = {n: sum(p.numel() for p in kdcore.create("student", n, PARAMS.get(n)).parameters())
+                   for n in cfg["models"]}
+    latency(cfg["models"], cfg["sizes"], cfg["repeats"], cfg["warmup"], r, snapshot, log=log)
+    quality(cfg["models"], r["data"], cfg["steps"], runs, r["quality"], snapshot, log=log)
+    snapshot()
+    return r
 
 
 def markdown(r: dict[str, Any]) -> str:
@@ -106,8 +127,13 @@ def markdown(r: dict[str, Any]) -> str:
     for name in r["models"]:
         cells = [f"`{name}`", f"{r['params'][name]:,}"]
         for label in labels:
-            t = r["latency"][label][name]
-            cells.append(f"{t['min_ms']:,.0f} / {t['median_ms']:,.0f}")
+            t = r["latency"].get(label, {}).get(name)
+            if t is None:
+                cells.append("not measured")
+            elif t["runs"] == 1:
+                cells.append(f"{t['min_ms']:,.0f} (1 run)")
+            else:
+                cells.append(f"{t['min_ms']:,.0f} / {t['median_ms']:,.0f}")
         q = r["quality"].get(name)
         cells += [f"{q['psnr']:.2f}", f"{q['ssim']:.4f}"] if q else ["-", "-"]
         rows.append("| " + " | ".join(cells) + " |")
@@ -116,7 +142,7 @@ def markdown(r: dict[str, Any]) -> str:
     note = (
         f"sr ×2, every model at its default params (hdrnet and deformable-hdrnet at the quality benchmarks' "
         f"grid: {PARAMS['hdrnet']}). Latency: one forward pass on the CPU, {r['threads']} threads, "
-        f"wall-clock **min / median** ({runs}), interleaved across models; load average "
+        f"wall-clock **min / median** ({runs}), models one after the other in one process; load average "
         f"{r['loadavg']} at the end (the machine was shared, so medians are noisy; compare ratios within a column). "
         f"PSNR / SSIM (Y channel, the SR convention) on `{d['val']}` after **only {r['steps']} steps** of L1 "
         f"training on `{d['train']}` (patch {d['patch_size']}, batch {d['batch_size']}, lr 5e-4, seed 0, no "
@@ -142,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=common.HERE / "results")
     parser.add_argument("--markdown", type=Path, default=None, help="default: BENCHMARKS.md (OUT/ with --smoke)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--resume", action="store_true", help="keep what OUT/architectures.json already holds")
     args = parser.parse_args(argv)
     cfg = dict(CONFIGS["smoke" if args.smoke else "full"])
     if args.steps:
@@ -153,10 +180,21 @@ def main(argv: list[str] | None = None) -> int:
         from run_all import _smoke_data
 
         data = _smoke_data(args.out / "smoke-data")
-    result = measure(cfg, args.out / "runs", data)
-    common.write_json(args.out / "architectures.json", result)
     md = args.markdown or (args.out / "BENCHMARKS.md" if args.smoke else common.ROOT / "BENCHMARKS.md")
-    md.write_text(replace_section(md.read_text() if md.exists() else "", markdown(result)))
+
+    def save(result: dict[str, Any]) -> None:
+        common.write_json(args.out / "architectures.json", result)
+        md.parent.mkdir(parents=True, exist_ok=True)
+        md.write_text(replace_section(md.read_text() if md.exists() else "", markdown(result)))
+
+    previous = None
+    if args.resume and (args.out / "architectures.json").exists():
+        import json
+
+        previous = json.loads((args.out / "architectures.json").read_text())
+        if previous.get("steps") != cfg["steps"] or previous.get("sizes") != {k: list(v) for k, v in cfg["sizes"].items()}:
+            previous = None  # other settings: nothing to keep
+    measure(cfg, args.out / "runs", data, save=save, previous=previous)
     _log(f"wrote {md} and {args.out / 'architectures.json'}")
     return 0
 
