@@ -21,9 +21,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import kdcore  # noqa: E402
+import common
 
-import common  # noqa: E402
+import kdcore
 
 MODELS = ["hdrnet", "deformable-hdrnet", "edsr", "rcan", "swinir", "esrgan", "span", "compact", "safmn", "omnisr"]
 #: the hdrnet models at the sizing the quality benchmarks use
@@ -61,7 +61,7 @@ def latency(models: list[str], sizes: dict[str, tuple[int, int]], repeats: dict[
             if name in table:  # kept from an earlier, interrupted run (--resume)
                 continue
 
-            def fn(model=model):
+            def fn(model=model, x=x):
                 with torch.inference_mode():
                     model(x)
 

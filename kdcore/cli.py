@@ -122,14 +122,13 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_validate(args) -> int:
-    from kdcore import api
-    from kdcore.spec import components_of, parse_set
-
     import torch
 
+    from kdcore import api
     from kdcore.engine.build import build_run
     from kdcore.interfaces import Teacher
     from kdcore.plugins import get_registry
+    from kdcore.spec import components_of, parse_set
 
     spec = api.prepare(args.spec, parse_set(args.set or []))  # as api.validate, keeping the built teachers
     built = build_run(spec, get_registry(), torch.device("cpu"), for_run=False)

@@ -5,7 +5,8 @@ Fixtures:
     ``tiny_task`` / ``tiny_batch`` – a small sr ×2 task and a 2×3×16×16 batch in [0, 1].
 Functions:
     ``write_fake_plugin`` – an installed distribution (dist-info with a real entry point) in a folder.
-    ``check_component`` – the conformance check every registered component passes.
+    ``check_component`` – the conformance check every registered component passes (a teacher that
+    is nothing without its checkpoint provides ``example_checkpoint(folder, task)`` to be loaded first).
 """
 
 from __future__ import annotations

@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 import spandrel
 import torch
+from kdcore_spandrel import SpandrelTeacher, plugin
+from kdcore_spandrel.edsr import EDSR
 from safetensors.torch import save_file
 from spandrel_helpers import ARCH_IDS, TINY
 
 import kdcore
 from kdcore.errors import CheckpointError, SpecError
 from kdcore.interfaces import Task
-from kdcore_spandrel import SpandrelTeacher, plugin
-from kdcore_spandrel.edsr import EDSR
 
 SR2 = Task(kind="sr", scale=2)
 

@@ -19,7 +19,7 @@ from kdcore.cli import main
 
 
 def kd(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kdcore", *map(str, args)], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "kdcore", *map(str, args)], capture_output=True, text=True, check=False)
 
 
 def _write(spec: dict, tmp_path: Path) -> Path:

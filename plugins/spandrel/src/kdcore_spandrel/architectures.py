@@ -56,7 +56,7 @@ class _ArchModel:
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """B×3×h×w in [0, 1] -> B×3×(h·s)×(w·s); clamped to [0, 1] in eval mode (training sees the raw output)."""
-        net = lambda t: self.arch_cls.forward(self, t)  # noqa: E731 - the architecture's own forward
+        net = lambda t: self.arch_cls.forward(self, t)
         return run_sized(net, x, self.task.scale, self.size_requirements, clamp=not self.training)  # type: ignore[attr-defined]
 
 

@@ -64,7 +64,7 @@ def _upsampler(scale: int, n_feats: int) -> nn.Sequential:
 class EDSR(nn.Module):
     """Enhanced Deep Residual Network; EDSR-baseline is 16 blocks of 64 features, EDSR 32 of 256."""
 
-    hyperparameters: dict = {}
+    hyperparameters: dict = {}  # noqa: RUF012 - spandrel's convention; set per instance
 
     def __init__(self, *, scale: int = 2, n_resblocks: int = 16, n_feats: int = 64, res_scale: float = 1.0) -> None:
         super().__init__()

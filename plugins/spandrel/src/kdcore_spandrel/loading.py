@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
+from spandrel import MAIN_REGISTRY as _SPANDREL_REGISTRY
 from spandrel import (
     ArchRegistry,
     ArchSupport,
@@ -23,7 +24,6 @@ from spandrel import (
     UnsupportedModelError,
     canonicalize_state_dict,
 )
-from spandrel import MAIN_REGISTRY as _SPANDREL_REGISTRY
 
 from kdcore.errors import CheckpointError, KdcoreError, SpecError
 from kdcore.interfaces import Task

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import kdcore
-
 from kdcore_spandrel.architectures import ARCHITECTURES
 from kdcore_spandrel.teacher import SpandrelTeacher
 
