@@ -138,7 +138,8 @@ def markdown(r: dict[str, Any]) -> str:
         cells += [f"{q['psnr']:.2f}", f"{q['ssim']:.4f}"] if q else ["-", "-"]
         rows.append("| " + " | ".join(cells) + " |")
     d = r["data"]
-    runs = ", ".join(f"{label}: {r['repeats'][label]} runs, {r['warmup'][label]} warm-up" for label in labels)
+    runs = ", ".join(f"{label}: {r['repeats'][label]} run{'s' if r['repeats'][label] > 1 else ''}"
+                     + (f" after {r['warmup'][label]} warm-up" if r['warmup'][label] else "") for label in labels)
     note = (
         f"sr ×2, every model at its default params (hdrnet and deformable-hdrnet at the quality benchmarks' "
         f"grid: {PARAMS['hdrnet']}). Latency: one forward pass on the CPU, {r['threads']} threads, "
@@ -149,6 +150,13 @@ def markdown(r: dict[str, Any]) -> str:
         "teacher): a short, equal budget that shows how fast each starts to learn, not what it reaches"
         + (f"; bicubic gives {base:.2f} dB." if base is not None else ".")
     )
+    missing = [f"{label} latency of {', '.join(n for n in r['models'] if n not in r['latency'].get(label, {}))}"
+               for label in labels if any(n not in r["latency"].get(label, {}) for n in r["models"])]
+    if any(n not in r["quality"] for n in r["models"]):
+        missing.append(f"the training of {', '.join(n for n in r['models'] if n not in r['quality'])}")
+    if missing:
+        note += (f"\n\n**Incomplete:** {'; '.join(missing)} did not run in the time this measurement had "
+                 "(`python benchmarks/architectures.py --resume` continues it).")
     return (f"{START}\n## SR architectures (kdcore-spandrel)\n\n{note}\n\n" + "\n".join(rows)
             + f"\n\nMeasured in {r['seconds'] / 60:.0f} minutes by `python benchmarks/architectures.py`.\n{END}\n")
 
@@ -169,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", type=Path, default=None, help="default: BENCHMARKS.md (OUT/ with --smoke)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--resume", action="store_true", help="keep what OUT/architectures.json already holds")
+    parser.add_argument("--render", action="store_true", help="only rewrite the section from OUT/architectures.json")
     args = parser.parse_args(argv)
     cfg = dict(CONFIGS["smoke" if args.smoke else "full"])
     if args.steps:
@@ -187,6 +196,12 @@ def main(argv: list[str] | None = None) -> int:
         md.parent.mkdir(parents=True, exist_ok=True)
         md.write_text(replace_section(md.read_text() if md.exists() else "", markdown(result)))
 
+    if args.render:
+        import json
+
+        save_md = json.loads((args.out / "architectures.json").read_text())
+        md.write_text(replace_section(md.read_text() if md.exists() else "", markdown(save_md)))
+        return 0
     previous = None
     if args.resume and (args.out / "architectures.json").exists():
         import json
