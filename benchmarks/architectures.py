@@ -111,7 +111,10 @@ def measure(cfg: dict[str, Any], runs: Path, data: dict | None = None, log=_log,
     r["params"] = {n: sum(p.numel() for p in kdcore.create("student", n, PARAMS.get(n)).parameters())
                    for n in cfg["models"]}
     latency(cfg["models"], cfg["sizes"], cfg["repeats"], cfg["warmup"], r, snapshot, log=log)
-    quality(cfg["models"], r["data"], cfg["steps"], runs, r["quality"], snapshot, log=log)
+    # cheapest first (by the first latency column), so that a run cut short has the most rows
+    first = r["latency"].get(next(iter(cfg["sizes"])), {})
+    order = sorted(cfg["models"], key=lambda n: first.get(n, {}).get("min_ms", float("inf")))
+    quality(order, r["data"], cfg["steps"], runs, r["quality"], snapshot, log=log)
     snapshot()
     return r
 
