@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import kdcore  # noqa: E402
 
 import common  # noqa: E402
+import architectures  # noqa: E402
 import distill_cost  # noqa: E402
 import onnx_latency  # noqa: E402
 import quality  # noqa: E402
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", type=Path, default=None,
                         help="the report (default: BENCHMARKS.md at the repository root; OUT/BENCHMARKS.md with --smoke)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--skip", nargs="*", default=[], choices=["speed", "compile", "memory", "quality", "cost", "gpu", "onnx"],
+    parser.add_argument("--skip", nargs="*", default=[], choices=["speed", "compile", "memory", "quality", "cost", "gpu", "onnx", "architectures"],
                         help="sections to leave out")
     args = parser.parse_args(argv)
     for folder in args.data:
@@ -234,6 +235,13 @@ def main(argv: list[str] | None = None) -> int:
             results["quality_folders"] = [quality.evaluate_folder(f, sr, enhance) for f in args.data]
             done("quality_folders")
 
+    if "architectures" not in args.skip:
+        section("architectures")
+        _log("SR architectures (kdcore-spandrel): parameters, latency, short-training PSNR")
+        results["architectures"] = architectures.measure(architectures.CONFIGS["smoke" if args.smoke else "full"],
+                                                         runs_dir, None if cfg["data"] else data, log=_log)
+        done("architectures")
+
     results["loadavg_end"] = common.loadavg()
     results["total_s"] = time.perf_counter() - t_start
     results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
@@ -242,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     text = report.markdown(results, plots, markdown.parent, out)
     if "fused_targets" in results:
         text += "\n" + speed.fused_targets_markdown(results["fused_targets"], _operator_psnr(results))
+    if "architectures" in results:
+        text = architectures.replace_section(text, architectures.markdown(results["architectures"]))
     markdown.parent.mkdir(parents=True, exist_ok=True)
     markdown.write_text(text)
     _log(f"wrote {markdown} and {out / 'results.json'} in {results['total_s']:.0f} s")

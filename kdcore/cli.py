@@ -181,6 +181,7 @@ def _parse_seeds(text: str) -> list[int]:
 
 def _cmd_validate(args) -> int:
     from kdcore import api
+    from kdcore.interfaces import Teacher
     from kdcore.spec import parse_set
 
     plan, built = api.check(args.spec, **parse_set(args.set or []))
@@ -188,6 +189,10 @@ def _cmd_validate(args) -> int:
     print(f"{args.spec}: valid ({names}; {plan.train.steps} steps -> {plan.output})")
     for note in built.notes:
         print(f"  {note}")
+    for teacher, comp in zip(built.teachers, plan.teachers):
+        text = teacher.describe() if isinstance(teacher, Teacher) else None
+        if text:
+            print(f"  {comp.where}: {text}")
     return 0
 
 
@@ -398,6 +403,25 @@ def output_names(images: list[Path]) -> list[str]:
     return [n if names.count(n) == 1 else f"{i}-{n}" for i, n in enumerate(names)]
 
 
+def _cmd_inspect(args) -> int:
+    from kdcore.inspection import as_rows, format_table, inspect_model, parse_task
+
+    params = None
+    if args.params:
+        try:
+            params = json.loads(args.params)
+        except json.JSONDecodeError as exc:
+            raise SpecError(f"--params: not valid JSON ({exc.msg} at character {exc.pos}); e.g. '{{\"n_feats\": 32}}'") from None
+        if not isinstance(params, dict):
+            raise SpecError("--params: give a JSON object, e.g. '{\"n_feats\": 32}'")
+    infos = inspect_model(args.kind, args.name, params, parse_task(args.task), tuple(args.size), args.checkpoint)
+    if args.json:
+        print(json.dumps(as_rows(infos), indent=2))
+    else:
+        print(format_table(infos))
+    return 0
+
+
 def _cmd_new_plugin(args) -> int:
     from kdcore.scaffold import next_steps, scaffold_plugin
 
@@ -490,6 +514,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8", action="store_true",
                    help="also write MODEL.int8.onnx (onnxruntime dynamic int8) and its PSNR against the float model")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("inspect", help="every named module path of a student or teacher with its output shape")
+    p.add_argument("kind", choices=["student", "teacher", "students", "teachers"])
+    p.add_argument("name")
+    p.add_argument("--params", metavar="JSON", help="the component's params as a JSON object")
+    p.add_argument("--task", default="sr:2", help="sr:2, sr:3, sr:4 or enhance (default sr:2)")
+    p.add_argument("--size", nargs=2, type=int, default=[32, 32], metavar=("H", "W"),
+                   help="sample input size (default 32 32)")
+    p.add_argument("--checkpoint", metavar="PATH", help="weights to load first (a teacher that needs one, e.g. spandrel)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_inspect)
 
     p = sub.add_parser("new-plugin", help="scaffold a plugin package in a new folder NAME/")
     p.add_argument("name")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from collections.abc import Sequence
+from pathlib import Path
 from typing import ClassVar, Literal
 
 import pydantic
@@ -81,6 +82,22 @@ class Teacher(_Model):
     """
 
     needs_checkpoint: ClassVar[bool] = True
+
+    def load_checkpoint(self, path: Path, *, where: str) -> None:
+        """Loads trained weights from ``path`` (a file; a run folder is already resolved to its
+        ``model.safetensors``). ``where`` names the spec location for errors.
+
+        The default reads safetensors whose names and shapes fit this module; teachers with their
+        own checkpoint formats override it (raising :class:`kdcore.errors.CheckpointError`).
+        """
+        from kdcore.engine.checkpoints import load_weights
+
+        load_weights(self, path, where=where)
+
+    def describe(self) -> str | None:
+        """One line about the loaded network (e.g. detected architecture, scale, parameters) that
+        ``kdcore validate`` prints; ``None`` says nothing beyond the name."""
+        return None
 
 
 class Loss(torch.nn.Module):

@@ -5,7 +5,8 @@ Fixtures:
     ``tiny_task`` / ``tiny_batch`` – a small sr ×2 task and a 2×3×16×16 batch in [0, 1].
 Functions:
     ``write_fake_plugin`` – an installed distribution (dist-info with a real entry point) in a folder.
-    ``check_component`` – the conformance check every registered component passes.
+    ``check_component`` – the conformance check every registered component passes (a teacher that
+    is nothing without its checkpoint provides ``example_checkpoint(folder, task)`` to be loaded first).
 """
 
 from __future__ import annotations
@@ -132,6 +133,12 @@ def check_component(kind: str, name: str, params: dict | None = None, *, size: i
             assert grads and all(torch.isfinite(g).all() for g in grads), f"loss {name}: no gradient on the student"
         else:
             module = create(kind, name, params, task).eval()
+            example = getattr(type(module), "example_checkpoint", None)
+            if kind == "teacher" and example is not None:
+                # a teacher that is nothing without its checkpoint writes a small one to load
+                with tempfile.TemporaryDirectory() as tmp:
+                    module.load_checkpoint(example(Path(tmp), task), where=f"teacher {name}")
+                module.eval()
             x = torch.rand(2, 3, size, size, generator=gen)
             with torch.no_grad():
                 y = as_output(module(x)).image

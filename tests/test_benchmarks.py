@@ -38,6 +38,10 @@ def test_smoke_run_writes_report_json_and_plots(run_all, tmp_path):
         t = row["times"][name]
         assert 0 < t["min_ms"] <= t["median_ms"]
     assert results["memory"]["rows"][0]["peak_bytes"] > 0
+    arch = results["architectures"]
+    assert set(arch["quality"]) == set(arch["models"]) and arch["params"]["compact"] > 0
+    assert all(t["min_ms"] > 0 for t in arch["latency"]["32x32"].values())
+    assert "## SR architectures (kdcore-spandrel)" in md.read_text()
     sr = results["quality_sr"]
     assert len(sr["distilled"]) == len(sr["alone"]) == len(sr["seeds"])
     assert set(results["distill_cost"]["variants"]) == {"plain", "distill-cache-memory", "distill-cache-off"}

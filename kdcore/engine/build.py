@@ -221,7 +221,10 @@ def _load_teacher(teacher, comp: ComponentPlan, for_run: bool) -> None:
             stacklevel=3,
         )
         return
-    load_weights(teacher, path, where=f"{where}.checkpoint")
+    if isinstance(teacher, Teacher):  # a teacher may read its own checkpoint format
+        teacher.load_checkpoint(path, where=f"{where}.checkpoint")
+    else:  # a student class used as teacher
+        load_weights(teacher, path, where=f"{where}.checkpoint")
 
 
 def _check_loss_needs(plan: RunPlan, losses: torch.nn.ModuleList) -> None:
