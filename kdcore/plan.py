@@ -132,6 +132,7 @@ class RunPlan:
             registry = get_registry()
         spec = parse(raw, base)
         student, teachers, losses = _resolve_components(spec, registry)
+        _fill_params(spec, student, teachers, losses)
         train_data, val_data, unlabeled = _resolve_sources(spec, check_sources)
         _check_optimizer(spec.train.optimizer)
         return cls(task=spec.task, student=student, teachers=teachers, losses=losses,
@@ -217,6 +218,15 @@ def _resolve_components(spec: RunSpec, registry: Registry):
     if messages:
         raise spec_error(messages)
     return student, tuple(teachers), tuple(losses)
+
+
+def _fill_params(spec: RunSpec, student: ComponentPlan, teachers, losses) -> None:
+    """Writes the validated params (defaults filled in) back into the spec the plan keeps."""
+    spec.student.params = student.params.model_dump(mode="json")
+    for tspec, comp in zip(spec.teachers, teachers):
+        tspec.params = comp.params.model_dump(mode="json")
+    for lspec, comp in zip(spec.losses, losses):
+        lspec.params = comp.params.model_dump(mode="json")
 
 
 def _resolve_sources(spec: RunSpec, check: bool):
