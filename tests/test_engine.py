@@ -29,7 +29,7 @@ def test_supervised_run_writes_the_run_folder(tiny_spec):
     assert spec["plugins"]["kdcore"] == kdcore.__version__ and spec["plugins"]["kdcore-tinyplug"] == "0.1.0"
     assert spec["train"]["optimizer"] == "adamw"  # defaults filled in
     images = sorted(p.name for p in (Path(out) / "images").iterdir())
-    assert images == ["chelsea.png", "coffee.png"]  # one comparison image per validation image
+    assert images == ["chelsea.png", "coffee.png", "strips.json"]  # a comparison image per validation image
     student = kdcore.load(out)
     assert not student.training
     weights = load_file(f"{out}/model.safetensors")
