@@ -74,7 +74,7 @@ def test_nonfinite_loss_advice_can_be_followed(tiny_spec):
 
 # 5 -------------------------------------------------------------------------------------------
 def test_repeated_stems_never_overwrite_each_other(enhance_run, tmp_path):
-    images = sorted((enhance_run / "run" / "images").iterdir())
+    images = sorted((enhance_run / "run" / "images").glob("*.png"))
     assert [p.name for p in images] == ["x.jpg.png", "x.png.png"]
     out = kd("enhance", enhance_run / "run", enhance_run / "val" / "x.jpg", enhance_run / "val" / "x.png",
              "-o", tmp_path / "out")

@@ -162,7 +162,16 @@ def test_self_contained(runs, tmp_path):
 
 
 def test_old_format_run_folder(run_dir, capsys):
-    # what a run wrote before reports existed: no report.html, no images/strips.json, older summary keys
+    # what a run wrote before reports existed: no report.html, no images/strips.json, strips without
+    # the label band, older summary keys
+    from kdcore.report.panels import label_height
+
+    top = label_height(run_dir)
+    assert top > 0  # today's strips carry labels, and strips.json says how high
+    for strip in (run_dir / "images").glob("*.png"):
+        with Image.open(strip) as image:
+            unlabelled = image.convert("RGB").crop((0, top, image.width, image.height))
+        unlabelled.save(strip)
     for name in ("report.html", "images/strips.json"):
         (run_dir / name).unlink(missing_ok=True)
     summary = json.loads((run_dir / "summary.json").read_text())
