@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 
 from kdcore.errors import SpecError
-from kdcore.interfaces import AdapterFactory, ModelOutput, Student, as_output
+from kdcore.interfaces import AdapterFactory, ModelOutput, Student, Teacher, as_output
 from kdcore.plan import ComponentPlan, RunPlan, build_component
 from kdcore.registry import Registry
 from kdcore.spec import spec_error

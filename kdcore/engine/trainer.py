@@ -136,7 +136,7 @@ class Trainer:
         self.data.check(self.world)  # the batch split and image sizes, before anything is written
         check_output(plan)
         self.out = plan.output
-        self.replaced = finished_run(plan) if not self.resume else False
+        self.replaced = finished_run(plan) is not None if not self.resume else False
         if self.writer:
             self.out = prepare_output(plan, resume=self.resume, overwrite=self.overwrite)
         barrier(self.world)
