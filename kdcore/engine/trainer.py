@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import cast
 
@@ -111,7 +111,7 @@ class Trainer:
     ``callbacks`` receive the typed events of :mod:`kdcore.engine.events`; :meth:`run` does it all.
     """
 
-    def __init__(self, plan: RunPlan, *, callbacks: list[Callback] | tuple[Callback, ...] = (),
+    def __init__(self, plan: RunPlan, *, callbacks: Sequence[Callback] = (),
                  resume: bool = False, overwrite: bool = False):
         self.plan = plan
         self.callbacks = list(callbacks)
@@ -325,7 +325,7 @@ class Trainer:
         return summary
 
 
-def train(plan: RunPlan, *, callbacks: list[Callback] | tuple[Callback, ...] = (), resume: bool = False,
+def train(plan: RunPlan, *, callbacks: Sequence[Callback] = (), resume: bool = False,
           overwrite: bool = False) -> dict:
     """Trains (and distils, with a teacher) as the plan says; writes the run folder; returns the summary."""
     return Trainer(plan, callbacks=callbacks, resume=resume, overwrite=overwrite).run_all()
