@@ -39,7 +39,7 @@ def _fmt(value: Any, digits: int = 2) -> str:
 
 def _rows_table(rows: list[tuple[str, ...]]) -> list[str]:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    return ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))) for r in rows]
 
 
 def _label(key: str, block: dict) -> str:
@@ -50,7 +50,7 @@ def _label(key: str, block: dict) -> str:
 
 def format_table(summary: dict) -> str:
     """The baseline / teacher / student (/ alone) table printed at the end of a run."""
-    rows = [("", "PSNR dB", "SSIM", "params", "latency ms")]
+    rows: list[tuple[str, ...]] = [("", "PSNR dB", "SSIM", "params", "latency ms")]
     base = summary["baseline"]
     rows.append((_label("baseline", base), _fmt(base["psnr"]), _fmt(base["ssim"], 4), "0", "-"))
     blocks = [(key, summary[key]) for key in ("teacher", "student", "alone", "init-only") if summary.get(key)]
@@ -60,7 +60,7 @@ def format_table(summary: dict) -> str:
     if any("onnx_latency_ms" in block for _, block in blocks):
         # onnxruntime latency of the exported model (kdcore.export.onnx_latency_ms), next to PyTorch's
         extra = ["onnxruntime ms", "-"] + [_fmt(block.get("onnx_latency_ms"), 1) for _, block in blocks]
-        rows = [(*r, e) for r, e in zip(rows, extra)]
+        rows = [(*r, e) for r, e in zip(rows, extra, strict=True)]
     lines = _rows_table(rows)
     if "kd_gain_db" in summary:
         lines.append(f"KD gain (student distilled − alone): {summary['kd_gain_db']:+.2f} dB")
@@ -76,7 +76,7 @@ def format_table(summary: dict) -> str:
 
 def format_seeds_table(result: dict) -> str:
     """The aggregate over seeds: mean ± std and min–max of every model's PSNR, and the KD gain."""
-    rows = [("", "PSNR dB mean ± std", "min – max", "SSIM mean", "params")]
+    rows: list[tuple[str, ...]] = [("", "PSNR dB mean ± std", "min – max", "SSIM mean", "params")]
     for key in ("baseline", "teacher", "student", "alone", "init-only"):
         block = result.get(key)
         if block:
@@ -96,7 +96,7 @@ class _Progress:
 
     def __init__(self, enabled: bool):
         self.enabled = enabled
-        self.bar = None
+        self.bar: Any = None  # the tqdm bar while a run is shown
 
     def __call__(self, event) -> None:
         from tqdm import tqdm
@@ -189,7 +189,7 @@ def _cmd_validate(args) -> int:
     print(f"{args.spec}: valid ({names}; {plan.train.steps} steps -> {plan.output})")
     for note in built.notes:
         print(f"  {note}")
-    for teacher, comp in zip(built.teachers, plan.teachers):
+    for teacher, comp in zip(built.teachers, plan.teachers, strict=True):
         text = teacher.describe() if isinstance(teacher, Teacher) else None
         if text:
             print(f"  {comp.where}: {text}")
@@ -319,7 +319,7 @@ def _cmd_enhance(args) -> int:
     scale = student.task.scale
     inputs = [(p, load_image(p)) for p in images]  # every file is checked before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)
-    for (p, img), name in zip(inputs, output_names(images)):
+    for (_p, img), name in zip(inputs, output_names(images), strict=True):
         h, w = img.shape[-2:]
         tile = args.tile if args.tile else (0 if h * w <= args.max_pixels else 1024)
         with torch.inference_mode():

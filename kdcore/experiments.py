@@ -12,13 +12,14 @@ import json
 import os
 import statistics
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 from kdcore.engine.checkpoints import STATE
 from kdcore.files import atomic_write
 from kdcore.engine.events import Callback, Message
 from kdcore.engine.trainer import train
 from kdcore.errors import SpecError
+from kdcore.interfaces import Loss
 from kdcore.losses import uses_teacher
 from kdcore.plan import RunPlan, SpecLike
 
@@ -35,7 +36,7 @@ def baseline_spec(plan: RunPlan, which: str) -> dict:
     """
     raw = plan.resolved()
     raw.pop("plugins", None)
-    keep = [i for i, comp in enumerate(plan.losses) if not uses_teacher(comp.build(plan.task))]
+    keep = [i for i, comp in enumerate(plan.losses) if not uses_teacher(cast(Loss, comp.build(plan.task)))]
     raw["losses"] = [raw["losses"][i] for i in keep] or [{"name": "l1", "weight": 1.0, "params": {}}]
     raw["data"]["unlabeled"] = []
     raw["train"]["baseline"] = "none"
@@ -97,7 +98,7 @@ def aggregate(summaries: list[dict], seeds: Sequence[int], folders: Sequence[Pat
     """Mean, std, min and max over seeds of every model's PSNR/SSIM and of the KD gain."""
     out: dict[str, Any] = {"seeds": list(seeds), "runs": [str(f) for f in folders]}
     for model in MODELS:
-        blocks = [s.get(model) for s in summaries]
+        blocks: list[Any] = [s.get(model) for s in summaries]  # a model's block, or None: skipped
         if not all(blocks) or any(b.get("psnr") is None for b in blocks):
             continue
         out[model] = {"name": blocks[0].get("name"), "params": blocks[0].get("params"),

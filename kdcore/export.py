@@ -164,7 +164,7 @@ def _exports(module: torch.nn.Module, args: tuple, opset: int) -> bool:
         try:
             # sizes stay dynamic, as in the whole export (a size-dependent op fails here too)
             names = [f"in{i}" for i in range(len(args))]
-            axes = {n: [d for d in range(a.ndim) if d != 1 or a.ndim < 4] for n, a in zip(names, args)}
+            axes = {n: [d for d in range(a.ndim) if d != 1 or a.ndim < 4] for n, a in zip(names, args, strict=True)}
             with _quiet_output():
                 torch.onnx.export(module, args, os.path.join(tmp, "m.onnx"), dynamo=False, opset_version=opset,
                                   input_names=names, dynamic_axes=axes)

@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pydantic
 import torch
@@ -214,7 +214,7 @@ def _resolve_components(spec: RunSpec, registry: Registry):
     student = resolve("student", "student", spec.student, checkpoint=path(spec.student.checkpoint))
     teachers = [resolve(spec.teacher_location(i), "teacher", t, checkpoint=path(t.checkpoint), weight=t.weight)
                 for i, t in enumerate(spec.teachers)]
-    losses = [resolve(f"losses[{i}]", "loss", l, weight=l.weight) for i, l in enumerate(spec.losses)]
+    losses = [resolve(f"losses[{i}]", "loss", loss, weight=loss.weight) for i, loss in enumerate(spec.losses)]
     if messages:
         raise spec_error(messages)
     return student, tuple(teachers), tuple(losses)
@@ -241,7 +241,7 @@ def _resolve_sources(spec: RunSpec, check: bool):
         for source in (train, val, *unlabeled):
             try:
                 source.check()
-            except KdcoreError as exc:
+            except KdcoreError as exc:  # noqa: PERF203 - every source's problem is reported at once
                 messages.append(str(exc))
     if messages:
         raise spec_error(messages)
@@ -251,7 +251,8 @@ def _resolve_sources(spec: RunSpec, check: bool):
 def _check_optimizer(name: str) -> None:
     import timm.optim
 
-    if name.lower() not in {o.lower() for o in timm.optim.list_optimizers()}:
+    names = cast(list[str], timm.optim.list_optimizers())  # names only, without descriptions
+    if name.lower() not in {o.lower() for o in names}:
         raise SpecError(
             f"train.optimizer: unknown optimizer {name!r}; "
             "timm.optim.list_optimizers() lists the names (e.g. adamw, adam, sgd, lion)"

@@ -118,12 +118,16 @@ def _check_requirements(ep: md.EntryPoint) -> None:
             req = Requirement(line)
         except InvalidRequirement:
             continue
-        if req.name.lower() == "kdcore" and not req.marker and req.specifier:
-            if not req.specifier.contains(kdcore.__version__, prereleases=True):
-                raise PluginError(
-                    f"needs kdcore{req.specifier}, but kdcore {kdcore.__version__} is installed; "
-                    "upgrade kdcore or install a release of the plugin made for this version"
-                )
+        if (
+            req.name.lower() == "kdcore"
+            and not req.marker
+            and req.specifier
+            and not req.specifier.contains(kdcore.__version__, prereleases=True)
+        ):
+            raise PluginError(
+                f"needs kdcore{req.specifier}, but kdcore {kdcore.__version__} is installed; "
+                "upgrade kdcore or install a release of the plugin made for this version"
+            )
 
 
 def _add(pset: PluginSet, module: ModuleType, name: str, dist: str, version: str) -> PluginRecord:

@@ -6,6 +6,7 @@ import difflib
 import fnmatch
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 import pydantic
 
@@ -24,7 +25,7 @@ class Registration:
 
     kind: str
     name: str
-    cls: type
+    cls: type[Any]  # a subclass of the kind's base (Student, Teacher, Loss, Adapter); their constructors differ
     plugin: str  # entry-point name ("kdcore" for the core's own components)
     distribution: str
     version: str

@@ -455,7 +455,8 @@ def _resolve_paths(spec: RunSpec) -> None:
         elif not src.startswith(BUILTIN_PREFIX):
             setattr(spec.data, key, _resolve(base, src))
     spec.data.unlabeled = [u if u.startswith(BUILTIN_PREFIX) else _resolve(base, u) for u in spec.data.unlabeled]
-    for comp in [spec.student, *spec.teachers]:
+    comps: list[StudentSpec | TeacherSpec] = [spec.student, *spec.teachers]
+    for comp in comps:
         if comp.checkpoint is not None:
             comp.checkpoint = _resolve(base, comp.checkpoint)
     if spec.student.init not in (None, "teacher"):
@@ -479,16 +480,16 @@ def json_schema(registry: Registry) -> dict:
             "enum": names,
             "description": target["properties"]["name"].get("description", ""),
         }
-        rules = []
+        rules: list[dict[str, Any]] = []
         for reg in regs:
             params_schema = _hoist(reg.params_schema(), defs, f"{reg.kind}-{reg.plugin}-{reg.name}-")
-            for alias in (reg.name, reg.qualified_name, *reg.aliases):
-                rules.append(
-                    {
-                        "if": {"properties": {"name": {"const": alias}}, "required": ["name"]},
-                        "then": {"properties": {"params": params_schema}},
-                    }
-                )
+            rules.extend(
+                {
+                    "if": {"properties": {"name": {"const": alias}}, "required": ["name"]},
+                    "then": {"properties": {"params": params_schema}},
+                }
+                for alias in (reg.name, reg.qualified_name, *reg.aliases)
+            )
         if rules:
             target["allOf"] = rules
     adapters = {r.name: r.params_schema() for r in registry.list("adapter")}

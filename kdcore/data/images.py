@@ -94,12 +94,14 @@ def _read_with_tifffile(path: Path) -> np.ndarray | None:
     try:
         with tifffile.TiffFile(path) as tif:
             page = tif.pages[0]
+            if not isinstance(page, tifffile.TiffPage):  # the first page is always a full page
+                return None
             photometric = int(page.photometric)
             if photometric not in (1, 2):  # only min-is-black grey and RGB; Pillow does the rest
                 return None
             array = page.asarray()
             axes = page.axes
-    except Exception:
+    except Exception:  # noqa: BLE001 - whatever tifffile cannot read, Pillow tries next
         return None
     if array.ndim == 3 and axes.startswith("S"):
         array = np.moveaxis(array, 0, -1)
@@ -134,7 +136,7 @@ def load_image(path: str | os.PathLike) -> torch.Tensor:
             raise DataError(f"cannot decode image {path}: {error}") from None
         except PermissionError as error:
             raise DataError(f"cannot read image {path}: {error.strerror or error}") from None
-        except Exception as error:  # truncated data, bad CRC, zlib errors, ...
+        except Exception as error:  # noqa: BLE001 - truncated data, bad CRC, zlib errors, ...
             raise DataError(f"cannot decode image {path}: {error}") from None
     if array.ndim < 2 or array.shape[0] == 0 or array.shape[1] == 0:
         raise DataError(f"cannot use image {path}: it is empty ({array.shape})")

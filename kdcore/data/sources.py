@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from dataclasses import dataclass, field
-from typing import NamedTuple, Union
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
@@ -14,7 +14,10 @@ from kdcore.data.images import IMAGE_EXTENSIONS, crop_to_multiple, downscale, lo
 from kdcore.errors import DataError
 from kdcore.interfaces import Task
 
-Source = Union[str, os.PathLike, dict]
+if TYPE_CHECKING:
+    from kdcore.spec import PairedFolders
+
+Source = str | os.PathLike | dict
 """``"builtin:NAME"``, a folder of images, or ``{"input": FOLDER, "target": FOLDER}``."""
 
 _MAX_LISTED = 5
@@ -235,7 +238,7 @@ class UnlabeledSource(DataSource):
         return self.images.to_spec()
 
 
-def source_from_spec(value: Source, *, where: str, base: Path | None = None) -> DataSource:
+def source_from_spec(value: Source | DataSource | PairedFolders, *, where: str, base: Path | None = None) -> DataSource:
     """The source a spec value names: ``builtin:NAME``, a folder, or ``{"input", "target"}`` folders.
 
     Relative folders are resolved against ``base`` (the folder of the spec file).

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 
 from kdcore.errors import SpecError
-from kdcore.interfaces import AdapterFactory, ModelOutput, Student, Teacher, as_output
+from kdcore.interfaces import AdapterFactory, Loss, ModelOutput, Student, Teacher, as_output
 from kdcore.plan import ComponentPlan, RunPlan, build_component
 from kdcore.registry import Registry
 from kdcore.spec import spec_error
@@ -68,7 +70,8 @@ class BuiltRun:
                         if i == 0:
                             feats[f"0/{path}"] = value
         total = sum(self.teacher_weights)
-        image = sum(w / total * o.image for w, o in zip(self.teacher_weights, outs))
+        image = sum(w / total * o.image for w, o in zip(self.teacher_weights, outs, strict=True))
+        assert isinstance(image, torch.Tensor)  # called only when the run has teachers
         # inference tensors cannot be saved for backward: hand the losses ordinary copies
         return ModelOutput(image=image.clone(), features={k: v.clone() for k, v in feats.items()})
 
@@ -81,7 +84,7 @@ class BuiltRun:
 
 def build_run(plan: RunPlan, device: torch.device, *, for_run: bool) -> BuiltRun:
     """Builds the run's modules. ``for_run=False`` (validate) downgrades a missing checkpoint file to a warning."""
-    student = plan.student.build(plan.task)
+    student = cast(Student, plan.student.build(plan.task))  # a registered student is a Student
     missing_init = _load_student_init(student, plan.student, for_run)
     teachers = []
     for comp in plan.teachers:
@@ -103,7 +106,7 @@ def build_run(plan: RunPlan, device: torch.device, *, for_run: bool) -> BuiltRun
     )
     _check_loss_needs(plan, losses)
     run.run_teacher = bool(teachers) and (
-        any(l.uses_teacher() for l in losses) or not plan.has_targets() or bool(plan.unlabeled)
+        any(loss.uses_teacher() for loss in cast("Iterable[Loss]", losses)) or not plan.has_targets() or bool(plan.unlabeled)
     )
     _setup_taps_and_adapters(plan, run)
     run = _to(run, device)
@@ -117,7 +120,7 @@ def bind_losses(plan: RunPlan, run: BuiltRun) -> list[str]:
     A SpecError from a loss is re-raised with the loss's spec location and the models' names.
     """
     notes = []
-    for i, loss in enumerate(run.losses):
+    for i, loss in enumerate(cast("Iterable[Loss]", run.losses)):
         try:
             note = loss.bind(run.student, list(run.teachers))
         except SpecError as exc:
@@ -186,6 +189,7 @@ def init_student(student: torch.nn.Module, plan: RunPlan, teachers: list[torch.n
     from kdcore.engine.checkpoints import read_weights
 
     init = plan.student_init
+    assert init is not None  # called only when the spec has a student.init
     if init == "teacher":
         source, origin = teachers[0].state_dict(), f"teacher {plan.teachers[0].name!r}"
     else:
@@ -229,7 +233,7 @@ def _load_teacher(teacher, comp: ComponentPlan, for_run: bool) -> None:
 
 def _check_loss_needs(plan: RunPlan, losses: torch.nn.ModuleList) -> None:
     messages = []
-    for comp, loss in zip(plan.losses, losses):
+    for comp, loss in zip(plan.losses, cast("Iterable[Loss]", losses), strict=True):
         if not plan.teachers and loss.requires_teacher():
             messages.append(f"{comp.where}: loss {comp.name!r} needs a teacher; add one under 'teacher'")
     if plan.unlabeled and not plan.teachers:
@@ -259,8 +263,8 @@ def _setup_taps_and_adapters(plan: RunPlan, run: BuiltRun) -> None:
 
     s_paths: list[str] = []
     t_paths: list[list[str]] = [[] for _ in run.teachers]
-    for i, loss in enumerate(run.losses):
-        def where(role: str, path: str) -> str:
+    for i, loss in enumerate(cast("Iterable[Loss]", run.losses)):
+        def where(role: str, path: str, i: int = i, loss: Loss = loss) -> str:
             return f"losses[{i}].{loss.feature_where(role, path)}"
 
         for path in loss.student_features():
@@ -276,7 +280,7 @@ def _setup_taps_and_adapters(plan: RunPlan, run: BuiltRun) -> None:
     if s_paths:
         run.student_taps = FeatureTaps(run.student, s_paths, where="losses", role="student")
     run.teacher_taps = [FeatureTaps(t, p, where="losses", role="teacher") if p else None
-                        for t, p in zip(run.teachers, t_paths)]
+                        for t, p in zip(run.teachers, t_paths, strict=True)]
     s_shapes: dict[str, torch.Size] = {}
     t_shapes: dict[str, torch.Size] = {}
     if s_paths or any(t_paths):
@@ -290,5 +294,5 @@ def _setup_taps_and_adapters(plan: RunPlan, run: BuiltRun) -> None:
         run.student.train(was_training)
         if any(t_paths):
             t_shapes = {k: v.shape for k, v in run.teacher_forward(x).features.items()}
-    for i, loss in enumerate(run.losses):
+    for i, loss in enumerate(cast("Iterable[Loss]", run.losses)):
         loss.setup(s_shapes, t_shapes, adapter_factory(plan.registry, f"losses[{i}]"))

@@ -40,7 +40,7 @@ def evaluate(
     """
     was_training = student.training
     student.eval()
-    rows = {"student": [], "teacher": [], "baseline": []}
+    rows: dict[str, list[dict[str, float]]] = {"student": [], "teacher": [], "baseline": []}
     against = "target"
     try:
         for pair in pairs:
@@ -51,6 +51,7 @@ def evaluate(
             reference = pair.target
             if reference is None:
                 reference, against = teacher, "teacher"
+            assert reference is not None  # pairs without targets are evaluated against a teacher
             rows["student"].append(image_metrics(out, reference, task, name=pair.name))
             rows["baseline"].append(image_metrics(base, reference, task, name=pair.name))
             if teacher is not None and pair.target is not None:
@@ -92,7 +93,7 @@ def labelled_strip(panels: list[torch.Tensor], labels: list[str]) -> torch.Tenso
     band = Image.new("RGB", (strip.shape[-1], LABEL_HEIGHT), (0, 0, 0))
     draw = ImageDraw.Draw(band)
     x = 0
-    for panel, label in zip(panels, labels):
+    for panel, label in zip(panels, labels, strict=True):
         draw.text((x + 2, 1), label, fill=(255, 255, 255))
         x += panel.shape[-1]
     header = torch.from_numpy(np.asarray(band, dtype=np.float32).copy()).permute(2, 0, 1) / 255.0

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any, Callable
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class RunEnded:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-Event = Union[RunStarted, StepEnded, Evaluated, CheckpointWritten, Message, RunEnded]
+Event = RunStarted | StepEnded | Evaluated | CheckpointWritten | Message | RunEnded
 Callback = Callable[[Event], None]
 
 __all__ = ["Callback", "CheckpointWritten", "Evaluated", "Event", "Message", "RunEnded", "RunStarted", "StepEnded"]

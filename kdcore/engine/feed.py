@@ -147,7 +147,7 @@ class TrainingData:
             DataLoader(dataset, batch_size=size // world,
                        sampler=StepSampler(start, self.plan.train.steps, size, rank, world),
                        num_workers=self.plan.data.workers, worker_init_fn=_worker_init, pin_memory=pin)
-            for dataset, size in zip(self.datasets(world), (n_l, n_u))
+            for dataset, size in zip(self.datasets(world), (n_l, n_u), strict=False)  # no unlabelled one when n_u == 0
         ]
 
 
@@ -191,7 +191,7 @@ def step_inputs(batches, run: BuiltRun, caches, scale: int, device: torch.device
     t_out = None
     if caches is not None:
         parts = [cache.batch(b["image"], b["crop"], b["aug"], b["input"].shape[-1] * scale)
-                 for cache, b in zip(caches, batches)]
+                 for cache, b in zip(caches, batches, strict=False)]  # one batch without unlabelled rows
         t_out = ModelOutput(image=torch.cat(parts).to(device))
     elif run.run_teacher:
         t_out = run.teacher_forward(x)
@@ -199,7 +199,9 @@ def step_inputs(batches, run: BuiltRun, caches, scale: int, device: torch.device
     if "target" in labelled:
         target = labelled["target"].to(device, non_blocking=True)
         if len(batches) > 1:
+            assert t_out is not None  # unlabelled rows come with a teacher (the plan checks it)
             target = torch.cat([target, t_out.image[len(target):]])
     else:
+        assert t_out is not None  # rows without targets come with a teacher (the plan checks it)
         target = t_out.image
     return x, t_out, target

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import timm.optim
 import timm.scheduler
 import torch
@@ -19,7 +21,7 @@ def make_optimizer(train: TrainSpec, module: torch.nn.Module) -> torch.optim.Opt
 
 
 def make_scheduler(train: TrainSpec, optimizer: torch.optim.Optimizer):
-    warm = {"warmup_t": train.warmup_steps, "warmup_lr_init": train.lr * 0.01, "t_in_epochs": False}
+    warm: dict[str, Any] = {"warmup_t": train.warmup_steps, "warmup_lr_init": train.lr * 0.01, "t_in_epochs": False}
     if train.schedule == "cosine":
         return timm.scheduler.CosineLRScheduler(optimizer, t_initial=train.steps, lr_min=train.lr * 0.01, **warm)
     return timm.scheduler.StepLRScheduler(optimizer, decay_t=train.steps + 1, decay_rate=1.0, **warm)

@@ -24,7 +24,7 @@ def diff_keys(a: Any, b: Any, path: tuple = ()) -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
         out = []
         for k in sorted(set(a) | set(b)):
-            out += diff_keys(a.get(k), b.get(k), path + (k,))
+            out += diff_keys(a.get(k), b.get(k), (*path, k))
         return out
     return [] if a == b else [".".join(map(str, path))]
 
@@ -33,11 +33,6 @@ def check_output(plan: RunPlan) -> None:
     """``output`` must be a folder or not exist yet."""
     if plan.output.exists() and not plan.output.is_dir():
         raise SpecError(f"output: {plan.output} exists and is not a folder; choose a folder")
-
-
-def finished_run(plan: RunPlan) -> bool:
-    """Whether the output folder holds a finished run (its summary.json), which a new run replaces."""
-    return (plan.output / SPEC_FILE).is_file() and (plan.output / "summary.json").is_file()
 
 
 def prepare_output(plan: RunPlan, *, resume: bool, overwrite: bool) -> Path:

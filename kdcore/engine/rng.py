@@ -16,6 +16,7 @@ def seed_everything(seed: int) -> None:
 
 def rng_state() -> dict:
     np_state = np.random.get_state()
+    assert isinstance(np_state, tuple)  # legacy=True (the default) gives the MT19937 tuple
     state = {
         "torch": torch.get_rng_state(),
         "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),

@@ -104,6 +104,6 @@ class TeacherCache:
         s = self.scale
         out = [
             apply_aug(crop(self.full(int(i)), int(c[0]) * s, int(c[1]) * s, patch_size, patch_size), int(a))
-            for i, c, a in zip(images, crops, augs)
+            for i, c, a in zip(images, crops, augs, strict=True)
         ]
         return torch.stack(out)

@@ -11,7 +11,7 @@ def _starts(size: int, tile: int, step: int) -> list[int]:
     if size <= tile:
         return [0]
     starts = list(range(0, size - tile, step))
-    return starts + [size - tile]
+    return [*starts, size - tile]
 
 
 def _valid(starts: list[int], i: int, tile: int, size: int, margin: int) -> tuple[int, int]:
@@ -49,4 +49,5 @@ def run_tiled(model: torch.nn.Module, x: torch.Tensor, scale: int, tile: int = 5
             out[:, :, y_lo * scale:y_hi * scale, x_lo * scale:x_hi * scale] = piece[
                 :, :, (y_lo - y) * scale:(y_hi - y) * scale, (x_lo - x0) * scale:(x_hi - x0) * scale
             ]
+    assert out is not None  # there is at least one tile
     return out

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import cast
 
 import timm.utils
 import torch
@@ -36,6 +38,7 @@ from kdcore.engine.signals import StopSignals
 from kdcore.engine.summary import run_summary
 from kdcore.engine.watch import SilentDistillationWatch
 from kdcore.errors import Interrupted, SpecError, TrainingError
+from kdcore.interfaces import Loss
 from kdcore.losses import uses_teacher
 from kdcore.plan import RunPlan
 from kdcore.spec import DEFAULT_VAL
@@ -108,7 +111,7 @@ class Trainer:
     ``callbacks`` receive the typed events of :mod:`kdcore.engine.events`; :meth:`run` does it all.
     """
 
-    def __init__(self, plan: RunPlan, *, callbacks: list[Callback] | tuple[Callback, ...] = (),
+    def __init__(self, plan: RunPlan, *, callbacks: Sequence[Callback] = (),
                  resume: bool = False, overwrite: bool = False):
         self.plan = plan
         self.callbacks = list(callbacks)
@@ -136,7 +139,7 @@ class Trainer:
         self.data.check(self.world)  # the batch split and image sizes, before anything is written
         check_output(plan)
         self.out = plan.output
-        self.replaced = finished_run(plan) if not self.resume else False
+        self.replaced = finished_run(plan) is not None if not self.resume else False
         if self.writer:
             self.out = prepare_output(plan, resume=self.resume, overwrite=self.overwrite)
         barrier(self.world)
@@ -152,7 +155,8 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = DistributedDataParallel(self.objective, device_ids=ids)
         self.caches = teacher_caches(plan, self.run, self.device, self.data)
-        watched = [n for n, loss in zip(self.run.loss_names, self.run.losses) if uses_teacher(loss)]
+        watched = [n for n, loss in zip(self.run.loss_names, cast("Iterable[Loss]", self.run.losses), strict=True)
+                   if uses_teacher(loss)]
         self.watch = SilentDistillationWatch(patience=3, losses=watched)
         self.amp = t.amp == "bf16" or (t.amp == "auto" and self.device.type == "cuda")
         for note in self.run.notes:
@@ -193,7 +197,7 @@ class Trainer:
         self.run.student.train()
         stop = StopSignals()
         try:
-            batches_iter = zip(*loaders)
+            batches_iter = zip(*loaders, strict=True)
             while self.step_count < t.steps:
                 t0 = time.perf_counter()
                 batches = next(batches_iter)
@@ -214,9 +218,9 @@ class Trainer:
         self.last_teacher = t_out
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             terms = self.model(x, t_out, target)
-        total = sum(w * v for w, v in zip(self.run.loss_weights, terms))
+        total = sum(w * v for w, v in zip(self.run.loss_weights, terms, strict=True))
         if not torch.isfinite(total):
-            bad = next((n for n, v in zip(self.run.loss_names, terms) if not torch.isfinite(v)), "total")
+            bad = next((n for n, v in zip(self.run.loss_names, terms, strict=True) if not torch.isfinite(v)), "total")
             raise TrainingError(nonfinite_advice(step, bad, t, self.last_checkpoint))
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
@@ -226,7 +230,7 @@ class Trainer:
         self.scheduler.step_update(num_updates=step)
         if self.ema is not None:
             self.ema.update(self.run.student, step=step)
-        values = {n: float(v) for n, v in zip(self.run.loss_names, terms)}
+        values = {n: float(v) for n, v in zip(self.run.loss_names, terms, strict=True)}
         return StepEnded(step, t.steps, float(total), values, self.optimizer.param_groups[0]["lr"],
                          time.perf_counter() - t0, data_seconds)
 
@@ -238,6 +242,7 @@ class Trainer:
         self._window.append(event.seconds)
         if self.writer and (step % t.log_every == 0 or step == t.steps):
             rate = len(self._window) / max(sum(self._window), 1e-9)
+            assert self.log is not None  # the writer has the metrics log
             self.log.log({"step": step, "loss": event.loss, **{f"loss/{k}": v for k, v in event.terms.items()},
                           "lr": event.lr, "steps_per_second": rate})
             self._window = []
@@ -274,6 +279,7 @@ class Trainer:
         teacher = self.run.teacher_forward if self.run.teachers else None
         result = evaluate(self.eval_model(), self.data.val_pairs, self.plan.task, self.device,
                           teacher_forward=teacher, images_dir=images_dir)
+        assert self.log is not None  # only the writer evaluates
         self.log.log({"step": self.step_count, "eval": True,
                       **{f"val/{k}": v for k, v in result["student"].items()}})
         self.emit(Evaluated(self.step_count, result))
@@ -307,6 +313,7 @@ class Trainer:
             self.emit(Message(f"teacher cache ({cache['mode']}, {cache['location']}): {cache['hits']} hits, "
                               f"{cache['misses']} misses, {cache['entries']} images, {cache['bytes'] / 2**20:.1f} MiB"))
         save_weights(self.eval_model(), self.out / WEIGHTS)
+        assert self.log is not None  # the writer has the metrics log
         self.log.close()
         summary = run_summary(self, result)
         summary["teacher_cache"] = cache
@@ -318,7 +325,7 @@ class Trainer:
         return summary
 
 
-def train(plan: RunPlan, *, callbacks: list[Callback] | tuple[Callback, ...] = (), resume: bool = False,
+def train(plan: RunPlan, *, callbacks: Sequence[Callback] = (), resume: bool = False,
           overwrite: bool = False) -> dict:
     """Trains (and distils, with a teacher) as the plan says; writes the run folder; returns the summary."""
     return Trainer(plan, callbacks=callbacks, resume=resume, overwrite=overwrite).run_all()

@@ -242,7 +242,7 @@ def build_view(runs: list[RunData], name: str, *, max_side: int = MAX_SIDE) -> V
     crops = detail_crops(reference.pixels, CROP_SIDE, CROPS) if downscaled else []
     scale = int(runs[panels[0].run].task["scale"])
     view_panels = []
-    for p, label in zip(panels, labels):
+    for p, label in zip(panels, labels, strict=True):
         low = low_resolution(p.pixels, scale) if p.kind == "input" else None
         if downscaled:
             src = _uri(_downscale(p.pixels, encoded), "jpeg")
@@ -277,7 +277,7 @@ def _plots(runs: list[RunData]) -> list[str]:
     several = len(runs) > 1
     loss: dict[str, list] = {}
     val: dict[str, dict[str, list]] = {}
-    for i, run in enumerate(runs):
+    for run in runs:
         c = curves(run.records)
         tag = f" · {run.label}" if several else ""
         for key, points in c["loss"].items():
@@ -314,7 +314,7 @@ def _per_image_table(runs: list[RunData], names: list[str], views: dict[str, Vie
         view = views.get(name)
         if view is None:
             panels, labels, _ = gather_panels(runs, name)
-            values = {label: p.psnr for p, label in zip(panels, labels)}
+            values = {label: p.psnr for p, label in zip(panels, labels, strict=True)}
         else:
             values = {p.label: p.psnr for p in view.panels}
         values = {k: v for k, v in values.items() if v is not None}
@@ -394,7 +394,7 @@ def report(run_dirs: str | os.PathLike | Iterable[str | os.PathLike], path: str 
         if len(given) > 1:
             raise SpecError("report: several run folders need an output file: -o FILE (e.g. -o compare.html)")
         path = given[0] / REPORT_FILE
-    runs = [load_run(f, label) for f, label in zip(folders, unique_labels(folders))]
+    runs = [load_run(f, label) for f, label in zip(folders, unique_labels(folders), strict=True)]
     out = Path(path)
     if out.is_dir():
         raise SpecError(f"-o: {out} is a folder; give a file name such as {out / 'compare.html'}")

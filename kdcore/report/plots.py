@@ -45,7 +45,7 @@ def line_plot(series: dict[str, Series], *, title: str, ylabel: str, salt: str,
         if not points:
             continue
         term, _, run = label.partition(" · ")
-        steps, values = zip(*points)
+        steps, values = zip(*points, strict=True)
         colour = _COLOURS[terms.index(term) % len(_COLOURS)]
         style = _STYLES[runs.index(run) % len(_STYLES)]
         marker = "o" if len(points) < 30 else None

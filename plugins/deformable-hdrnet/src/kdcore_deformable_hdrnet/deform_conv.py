@@ -37,7 +37,7 @@ def _sampling_grid(
     offset_groups: int,
 ) -> torch.Tensor:
     """Normalised ``grid_sample`` coordinates, (B·G)×(K·Ho)×Wo×2, for the shifted kernel taps."""
-    b, _, ho, wo = offset.shape
+    _b, _, ho, wo = offset.shape
     kh, kw = kernel
     h, w = in_size
     dtype, device = offset.dtype, offset.device
@@ -74,9 +74,10 @@ def deform_conv2d_grid_sample(
     Differentiable in every tensor argument through autograd; groups are inferred from
     ``weight`` (``C_in / weight.shape[1]``) and offset groups from ``offset``.
     """
-    stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
+    pairs: tuple[tuple[int, int], tuple[int, int], tuple[int, int]] = (_pair(stride), _pair(padding), _pair(dilation))
+    stride, padding, dilation = pairs
     b, c, h, w = input.shape
-    out_ch, c_per_group, kh, kw = weight.shape
+    _out_ch, c_per_group, kh, kw = weight.shape
     k = kh * kw
     if c % c_per_group:
         raise ValueError(f"input has {c} channels, not a multiple of weight's {c_per_group}")
@@ -197,6 +198,7 @@ class ModulatedDeformConv2d(nn.Module):
             bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
             nn.init.uniform_(self.bias, -bound, bound)
         nn.init.zeros_(self.offset_mask.weight)
+        assert self.offset_mask.bias is not None  # the predictor is built with a bias
         nn.init.zeros_(self.offset_mask.bias)
 
     @classmethod

@@ -100,6 +100,7 @@ class SliceOffsets(nn.Module):
         self.luma_bins = luma_bins
         self.head = nn.Conv2d(grid_channels, 2 * luma_bins, 3, padding=1)
         nn.init.zeros_(self.head.weight)
+        assert self.head.bias is not None  # Conv2d's default bias=True
         nn.init.zeros_(self.head.bias)
 
     def forward(self, grid: torch.Tensor) -> torch.Tensor:
@@ -113,7 +114,7 @@ class SliceOffsets(nn.Module):
 
     def on_lattice(self, logits: torch.Tensor, factor: int) -> torch.Tensor:
         """Offsets at a lattice ``factor``× finer than the grid: B×2×D×(S·f)×(S·f)."""
-        b, o, d, gh, gw = logits.shape
+        _b, o, _d, gh, gw = logits.shape
         fine = F.interpolate(
             rearrange(logits, "b o d h w -> b (o d) h w"),
             size=(gh * factor, gw * factor), mode="bilinear", align_corners=False,
@@ -128,7 +129,7 @@ def deform_grid(grid: torch.Tensor, offsets: torch.Tensor, factor: int) -> torch
     within each luma bin, border-clamped like the slice. Returns B×C×D×(S·f)×(S·f); with zero
     offsets and odd ``factor``, slicing the result equals slicing ``grid``.
     """
-    b, c, d, gh, gw = grid.shape
+    b, _c, _d, gh, gw = grid.shape
     ys = _cell_positions(gh, factor, grid.device, grid.dtype)
     xs = _cell_positions(gw, factor, grid.device, grid.dtype)
     # Cell coordinate u -> normalised (align_corners=False): (2u + 1) / n - 1.
@@ -151,7 +152,7 @@ def slice_rows_with_offsets(
     bilinear samples — at its x in the cell rows just above and below its y — blended along y.
     Returns B×C×n×W.
     """
-    b, c, d, gh, gw = grid.shape
+    _b, _c, _d, gh, gw = grid.shape
     n, width = guide.shape[-2:]
     dtype, device = grid.dtype, grid.device
     cols = torch.arange(width, device=device, dtype=dtype)
@@ -182,6 +183,7 @@ class DeformableHDRNet(HDRNet):
     """
 
     Params = DeformableHDRNetParams
+    params: DeformableHDRNetParams
 
     def __init__(
         self, params: DeformableHDRNetParams | None = None, task: kdcore.Task | None = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import pydantic
 import torch
@@ -153,9 +153,12 @@ class FeaturePair(BaseParams):
     @pydantic.field_validator("weight", mode="before")
     @classmethod
     def _check_weight(cls, value: object) -> object:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not math.isfinite(value) or value < 0:
-                raise ValueError(f"weight must be a finite number >= 0 (got {value})")
+        if (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and (not math.isfinite(value) or value < 0)
+        ):
+            raise ValueError(f"weight must be a finite number >= 0 (got {value})")
         return value
 
 
@@ -169,7 +172,7 @@ class FeatureMatchingLoss(Loss):
     """
 
     #: params for conformance checks (``pairs`` has no default); paths are the checker's fakes
-    example_params = {"pairs": [{"student": "features", "teacher": "features"}]}
+    example_params: ClassVar[dict[str, Any]] = {"pairs": [{"student": "features", "teacher": "features"}]}
 
     class Params(BaseParams):
         """Spec ``params`` of ``feature-matching``."""
@@ -345,7 +348,7 @@ class FeatureMatchingLoss(Loss):
                 "adapters do not exist yet"
             )
         total = student.image.new_zeros(())
-        for j, (pair, adapter) in enumerate(zip(self.params.pairs, self.adapters)):
+        for j, (pair, adapter) in enumerate(zip(self.params.pairs, self.adapters, strict=True)):
             where = f"params.pairs[{j}]"
             s = adapter(_feature(student, pair.student, "student", where))
             t = _feature(teacher, pair.teacher_path, "teacher", where).detach()

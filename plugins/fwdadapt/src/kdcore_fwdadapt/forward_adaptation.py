@@ -97,7 +97,7 @@ def parameter_distance(
             f"(got {len(student)} and {len(teacher)})"
         )
     terms = []
-    for s, t in zip(student, teacher):
+    for s, t in zip(student, teacher, strict=True):
         diff = s - t.detach().to(device=s.device, dtype=s.dtype)
         terms.append(diff.abs().mean() if norm == "l1" else diff.square().mean())
     return torch.stack(terms).mean()
@@ -229,7 +229,7 @@ class ForwardAdaptationLoss(Loss):
         if match.no_counterpart:
             details.append(f"{len(match.no_counterpart)} without a counterpart, e.g. {match.no_counterpart[0]!r}")
         if match.other_shape:
-            s, t, s_shape, t_shape = match.other_shape[0]
+            s, _t, s_shape, t_shape = match.other_shape[0]
             details.append(
                 f"{len(match.other_shape)} of another shape, e.g. {s!r} {_shape(s_shape)} vs "
                 f"{_shape(t_shape)}"

@@ -26,6 +26,8 @@ class CurveGuide(nn.Module):
     Inputs must lie in [0, 1] (the model clamps its full-resolution image).
     """
 
+    thresholds: torch.Tensor  # a buffer, registered in __init__
+
     def __init__(self, knots: int = 16):
         super().__init__()
         self.knots = knots
@@ -82,6 +84,9 @@ class _FoldableBatchNorm1d(nn.BatchNorm1d):
 
     def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(scale, shift) equal to this layer in eval mode."""
+        # built with the defaults (affine, track_running_stats)
+        assert self.running_var is not None and self.running_mean is not None
+        assert self.weight is not None and self.bias is not None
         scale = self.weight / torch.sqrt(self.running_var + self.eps)
         return scale, self.bias - self.running_mean * scale
 
@@ -111,6 +116,8 @@ class ConvGuide(nn.Module):
         b, _, h, w = x.shape
         pixels = x.reshape(b, 3, h * w)
         if prepared is None:
+            # built with the defaults (momentum 0.1, track_running_stats)
+            assert self.norm.momentum is not None and self.norm.num_batches_tracked is not None
             hidden = torch.matmul(self.conv1.weight, pixels) + self.conv1.bias.view(1, -1, 1)  # B×K×N
             hidden = F.batch_norm(
                 hidden, self.norm.running_mean, self.norm.running_var, self.norm.weight, self.norm.bias,

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 
-class _AnyBatchMixin:
+class _AnyBatchMixin(nn.modules.batchnorm._BatchNorm):
     """Batch norm that also runs in training when there is one value per channel (a batch of
     one at the 1×1 or fully connected layers): it then uses, and does not update, the running
     statistics instead of failing."""

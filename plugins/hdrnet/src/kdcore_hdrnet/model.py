@@ -10,7 +10,7 @@ of that upscale (see the README).
 from __future__ import annotations
 
 import warnings
-from typing import Literal
+from typing import Any, Literal
 
 import pydantic
 import torch
@@ -107,6 +107,7 @@ class HDRNet(kdcore.Student):
     """
 
     Params = HDRNetParams
+    params: HDRNetParams
 
     def __init__(self, params: HDRNetParams | None = None, task: kdcore.Task | None = None):
         super().__init__(params, task)
@@ -123,7 +124,7 @@ class HDRNet(kdcore.Student):
             make_local_conv=self._make_local_conv,
         )
         # Any guide module with forward(x), prepare() and evaluate(x, prepared).
-        self.guide: nn.Module = CurveGuide() if p.guide == "pointwise-curve" else ConvGuide(p.guide_hidden)
+        self.guide: CurveGuide | ConvGuide = CurveGuide() if p.guide == "pointwise-curve" else ConvGuide(p.guide_hidden)
         self._init_coefficients()
 
     # ----------------------------------------------------------------- extension points
@@ -154,6 +155,7 @@ class HDRNet(kdcore.Student):
             conv.weight.normal_(0.0, 1e-3)
             bias = torch.zeros(self.n_coeffs, self.luma_bins)
             bias[[0, 5, 10]] = 1.0
+            assert conv.bias is not None  # the coefficients conv is built with a bias
             conv.bias.copy_(bias.flatten())
 
     def lowres_input(self, x: torch.Tensor) -> torch.Tensor:
@@ -285,7 +287,7 @@ class HDRNet(kdcore.Student):
         xs = pixel_centres(width, device=full.device, dtype=grid.dtype)
         step = max(1, STREAM_BLOCK_PIXELS // max(1, b * width))
         coords = coordinate_buffer(b * min(step, height), xs)
-        prepared = self.guide.prepare()
+        prepared: Any = self.guide.prepare()  # what this guide's evaluate takes
         for r0 in range(0, height, step):
             r1 = min(height, r0 + step)
             n = r1 - r0

@@ -74,7 +74,7 @@ def slice_grid(grid: torch.Tensor, guide: torch.Tensor, offsets: torch.Tensor | 
     ``offsets`` (optional, B×2×H×W, channel 0 = x, 1 = y) shift each pixel's spatial sampling
     position, in units of grid cells. Returns ``B×C×H×W``.
     """
-    b, c, d, gh, gw = grid.shape
+    b, _c, _d, _gh, _gw = grid.shape
     height, width = guide.shape[-2:]
     if offsets is None:
         rows = interpolate_rows(grid, height)
@@ -86,7 +86,7 @@ def slice_grid(grid: torch.Tensor, guide: torch.Tensor, offsets: torch.Tensor | 
 
 def slice_grid_5d(grid: torch.Tensor, guide: torch.Tensor, offsets: torch.Tensor | None = None) -> torch.Tensor:
     """The same slice as :func:`slice_grid` with a single 5-D ``grid_sample`` (any offsets)."""
-    b, c, d, gh, gw = grid.shape
+    b, _c, _d, gh, gw = grid.shape
     height, width = guide.shape[-2:]
     ys = pixel_centres(height, device=grid.device, dtype=grid.dtype).view(1, height, 1).expand(b, height, width)
     xs = pixel_centres(width, device=grid.device, dtype=grid.dtype).view(1, 1, width).expand(b, height, width)

@@ -11,7 +11,7 @@ the values it assumes, so a trained model is detected exactly as it was built.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
 import pydantic
 import torch
@@ -44,7 +44,8 @@ class _ArchModel:
     def __init__(self, params: pydantic.BaseModel | None = None, task: Task | None = None) -> None:
         params = params if params is not None else type(self).Params()
         task = task if task is not None else Task(kind="sr", scale=2)
-        self.arch_cls.__init__(self, **self.arch_kwargs(params, task))  # type: ignore[misc]
+        # the mixin is always combined with the architecture (a Module), see the classes below
+        self.arch_cls.__init__(cast(torch.nn.Module, self), **self.arch_kwargs(params, task))
         self.params = params
         self.task = task
         self._described: str | None = None
@@ -56,7 +57,9 @@ class _ArchModel:
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """B×3×h×w in [0, 1] -> B×3×(h·s)×(w·s); clamped to [0, 1] in eval mode (training sees the raw output)."""
-        net = lambda t: self.arch_cls.forward(self, t)
+        def net(t: torch.Tensor) -> torch.Tensor:
+            return self.arch_cls.forward(self, t)
+
         return run_sized(net, x, self.task.scale, self.size_requirements, clamp=not self.training)  # type: ignore[attr-defined]
 
 
@@ -65,7 +68,7 @@ class _ArchTeacher(_ArchModel):
 
     def load_checkpoint(self, path: Path, *, where: str) -> None:
         """Reads ``path`` without running code, checks architecture and scale, loads the weights."""
-        descriptor = load_descriptor(Path(path), self.task, where=where)  # type: ignore[attr-defined]
+        descriptor = load_descriptor(Path(path), self.task, where=where)
         at = f"{where}: " if where else ""
         if descriptor.architecture.id != self.arch_id:
             raise CheckpointError(
@@ -101,7 +104,7 @@ class EDSRParams(Params):
 
 
 class _EDSR(_ArchModel):
-    Params = EDSRParams
+    Params: ClassVar[type[pydantic.BaseModel]] = EDSRParams
     arch_cls = EDSR
     arch_id = "EDSR"
 
@@ -129,7 +132,7 @@ class RCANParams(Params):
 
 
 class _RCAN(_ArchModel):
-    Params = RCANParams
+    Params: ClassVar[type[pydantic.BaseModel]] = RCANParams
     arch_cls = RCAN
     arch_id = "RCAN"
 
@@ -180,7 +183,7 @@ class SwinIRParams(Params):
 
 
 class _SwinIR(_ArchModel):
-    Params = SwinIRParams
+    Params: ClassVar[type[pydantic.BaseModel]] = SwinIRParams
     arch_cls = SwinIR
     arch_id = "SwinIR"
     size_requirements = SizeRequirements(minimum=16)
@@ -216,7 +219,7 @@ class ESRGANParams(Params):
 
 
 class _ESRGAN(_ArchModel):
-    Params = ESRGANParams
+    Params: ClassVar[type[pydantic.BaseModel]] = ESRGANParams
     arch_cls = ESRGAN
     arch_id = "ESRGAN"
     size_requirements = SizeRequirements(minimum=2)
@@ -246,7 +249,7 @@ class SPANParams(Params):
 
 
 class _SPAN(_ArchModel):
-    Params = SPANParams
+    Params: ClassVar[type[pydantic.BaseModel]] = SPANParams
     arch_cls = SPAN
     arch_id = "SPAN"
 
@@ -284,7 +287,7 @@ class CompactParams(Params):
 
 
 class _Compact(_ArchModel):
-    Params = CompactParams
+    Params: ClassVar[type[pydantic.BaseModel]] = CompactParams
     arch_cls = Compact
     arch_id = "Compact"
 
@@ -311,7 +314,7 @@ class SAFMNParams(Params):
 
 
 class _SAFMN(_ArchModel):
-    Params = SAFMNParams
+    Params: ClassVar[type[pydantic.BaseModel]] = SAFMNParams
     arch_cls = SAFMN
     arch_id = "SAFMN"
     size_requirements = SizeRequirements(multiple_of=8)
@@ -340,7 +343,7 @@ class OmniSRParams(Params):
 
 
 class _OmniSR(_ArchModel):
-    Params = OmniSRParams
+    Params: ClassVar[type[pydantic.BaseModel]] = OmniSRParams
     arch_cls = OmniSR
     arch_id = "OmniSR"
     size_requirements = SizeRequirements(minimum=16)

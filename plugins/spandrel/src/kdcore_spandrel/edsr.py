@@ -28,6 +28,7 @@ class MeanShift(nn.Conv2d):
 
     def __init__(self, sign: int) -> None:
         super().__init__(3, 3, kernel_size=1)
+        assert self.bias is not None  # Conv2d's default bias=True
         with torch.no_grad():
             self.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
             self.bias.copy_(sign * RGB_RANGE * torch.tensor(DIV2K_MEAN))
@@ -111,6 +112,7 @@ def basicsr_to_original(state: StateDict) -> StateDict:
         # anything else (e.g. a stored mean) carries nothing the original layout needs
     for name, sign in (("sub_mean", -1), ("add_mean", 1)):
         shift = MeanShift(sign)
+        assert shift.bias is not None  # MeanShift always has one
         out[f"{name}.weight"] = shift.weight.detach().clone()
         out[f"{name}.bias"] = shift.bias.detach().clone()
     return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from spandrel import SizeRequirements
@@ -21,7 +23,7 @@ def pad_to(x: torch.Tensor, req: SizeRequirements) -> torch.Tensor:
     return x
 
 
-def run_sized(net: torch.nn.Module, x: torch.Tensor, scale: int, req: SizeRequirements, *, clamp: bool) -> torch.Tensor:
+def run_sized(net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, scale: int, req: SizeRequirements, *, clamp: bool) -> torch.Tensor:
     """``net`` on a copy of ``x`` (some networks scale their input in place), padded as ``req``
     demands; the output is cropped back to ``scale`` times the input size."""
     h, w = x.shape[-2:]
