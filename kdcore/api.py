@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 import os
 import warnings
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
@@ -26,6 +27,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def _python_messages(func: F) -> F:
     """Errors raised from Python name keywords (``overwrite=True``), not command-line flags."""
+
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
@@ -54,10 +56,8 @@ def plan(spec: SpecLike, **overrides: Any) -> RunPlan:
 def check(spec: SpecLike, **overrides: Any) -> tuple[RunPlan, BuiltRun]:
     """Everything ``validate`` checks; returns the plan and its modules, built on the CPU."""
     from kdcore.engine.build import build_run
-
-    from kdcore.experiments import check_baselines
-
     from kdcore.engine.trainer import pick_device, preflight
+    from kdcore.experiments import check_baselines
 
     run_plan = RunPlan.from_spec(spec, overrides)
     check_baselines(run_plan)
@@ -103,7 +103,9 @@ def run(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if seeds is not None:
-            summary = run_seeds(spec, list(seeds), callbacks=every, resume=resume, overwrite=overwrite, **overrides)
+            summary = run_seeds(
+                spec, list(seeds), callbacks=every, resume=resume, overwrite=overwrite, **overrides
+            )
         else:
             if isinstance(spec, RunPlan):
                 run_plan = spec.with_overrides(**overrides) if overrides else spec
@@ -112,7 +114,11 @@ def run(
             finished = finished_run(run_plan) if reuse and not resume else None
             if finished is not None:
                 for fn in every:
-                    fn(Message(f"{run_plan.output} holds a finished run of this spec: reused, not trained again"))
+                    fn(
+                        Message(
+                            f"{run_plan.output} holds a finished run of this spec: reused, not trained again"
+                        )
+                    )
                 return finished
             summary = run_with_baselines(run_plan, callbacks=every, resume=resume, overwrite=overwrite)
     import kdcore.report

@@ -39,13 +39,23 @@ def _fmt(value: Any, digits: int = 2) -> str:
 
 def _rows_table(rows: list[tuple[str, ...]]) -> list[str]:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))) for r in rows]
+    return [
+        "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        for r in rows
+    ]
 
 
 def _label(key: str, block: dict) -> str:
     name = block["name"] if isinstance(block.get("name"), str) else "+".join(block.get("name") or [])
-    return {"baseline": f"baseline ({name})", "teacher": f"teacher ({name})", "student": f"student ({name})",
-            "alone": f"student alone ({name})", "init-only": f"student init-only ({name})"}[key]
+    return {
+        "baseline": f"baseline ({name})",
+        "teacher": f"teacher ({name})",
+        "student": f"student ({name})",
+        "alone": f"student alone ({name})",
+        "init-only": f"student init-only ({name})",
+    }[key]
 
 
 def format_table(summary: dict) -> str:
@@ -55,8 +65,15 @@ def format_table(summary: dict) -> str:
     rows.append((_label("baseline", base), _fmt(base["psnr"]), _fmt(base["ssim"], 4), "0", "-"))
     blocks = [(key, summary[key]) for key in ("teacher", "student", "alone", "init-only") if summary.get(key)]
     for key, block in blocks:
-        rows.append((_label(key, block), _fmt(block["psnr"]), _fmt(block["ssim"], 4), f"{block['params']:,}",
-                     _fmt(block.get("latency_ms"), 1)))
+        rows.append(
+            (
+                _label(key, block),
+                _fmt(block["psnr"]),
+                _fmt(block["ssim"], 4),
+                f"{block['params']:,}",
+                _fmt(block.get("latency_ms"), 1),
+            )
+        )
     if any("onnx_latency_ms" in block for _, block in blocks):
         # onnxruntime latency of the exported model (kdcore.export.onnx_latency_ms), next to PyTorch's
         extra = ["onnxruntime ms", "-"] + [_fmt(block.get("onnx_latency_ms"), 1) for _, block in blocks]
@@ -65,12 +82,18 @@ def format_table(summary: dict) -> str:
     if "kd_gain_db" in summary:
         lines.append(f"KD gain (student distilled − alone): {summary['kd_gain_db']:+.2f} dB")
     if "kd_gain_over_init_only_db" in summary:
-        lines.append(f"gain over the teacher-initialised student alone: {summary['kd_gain_over_init_only_db']:+.2f} dB")
+        lines.append(
+            f"gain over the teacher-initialised student alone: {summary['kd_gain_over_init_only_db']:+.2f} dB"
+        )
     note = ""
     if summary.get("measured_against") == "teacher":
         note = "\n(no ground truth: scores measure agreement with the teacher)"
     size = summary.get("latency_input")
-    lat = f"\nlatency: median of 5 runs on one {size[0]}×{size[1]} input, {summary.get('device', 'cpu')}" if size else ""
+    lat = (
+        f"\nlatency: median of 5 runs on one {size[0]}×{size[1]} input, {summary.get('device', 'cpu')}"
+        if size
+        else ""
+    )
     return "\n".join(lines) + note + lat
 
 
@@ -81,13 +104,22 @@ def format_seeds_table(result: dict) -> str:
         block = result.get(key)
         if block:
             p = block["psnr"]
-            rows.append((_label(key, block), f"{p['mean']:.2f} ± {p['std']:.2f}", f"{p['min']:.2f} – {p['max']:.2f}",
-                         f"{block['ssim']['mean']:.4f}", f"{block['params']:,}" if block.get("params") else "0"))
+            rows.append(
+                (
+                    _label(key, block),
+                    f"{p['mean']:.2f} ± {p['std']:.2f}",
+                    f"{p['min']:.2f} – {p['max']:.2f}",
+                    f"{block['ssim']['mean']:.4f}",
+                    f"{block['params']:,}" if block.get("params") else "0",
+                )
+            )
     lines = [f"{len(result['seeds'])} seeds: {', '.join(map(str, result['seeds']))}", *_rows_table(rows)]
     if "kd_gain_db" in result:
         g = result["kd_gain_db"]
-        lines.append(f"KD gain: {g['mean']:+.2f} ± {g['std']:.2f} dB (min {g['min']:+.2f}, max {g['max']:+.2f}): "
-                     f"{result['kd_gain_verdict']}")
+        lines.append(
+            f"KD gain: {g['mean']:+.2f} ± {g['std']:.2f} dB (min {g['min']:+.2f}, max {g['max']:+.2f}): "
+            f"{result['kd_gain_verdict']}"
+        )
     return "\n".join(lines)
 
 
@@ -104,8 +136,14 @@ class _Progress:
         from kdcore.engine import events
 
         if isinstance(event, events.RunStarted) and self.enabled:
-            self.bar = tqdm(total=event.total, initial=event.step, desc="train", unit="step",
-                            dynamic_ncols=True, file=sys.stderr)
+            self.bar = tqdm(
+                total=event.total,
+                initial=event.step,
+                desc="train",
+                unit="step",
+                dynamic_ncols=True,
+                file=sys.stderr,
+            )
         elif isinstance(event, events.StepEnded) and self.bar is not None:
             self.bar.update(1)
             self.bar.set_postfix({k: f"{v:.4g}" for k, v in event.terms.items()}, refresh=False)
@@ -130,21 +168,37 @@ def _launch(args) -> int:
     import subprocess
 
     from kdcore import api
-    from kdcore.spec import parse_set
-
     from kdcore.engine.feed import batch_split
+    from kdcore.spec import parse_set
 
     plan, _ = api.check(args.spec, **parse_set(args.set or []))  # a wrong spec fails here, once, with exit 2
     batch_split(plan, args.nproc)  # and so does a batch that does not divide among the processes
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
-           "-m", "kdcore"] + (["--debug"] if args.debug else []) + ["run", args.spec]
+    cmd = (
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={args.nproc}",
+            "-m",
+            "kdcore",
+        ]
+        + (["--debug"] if args.debug else [])
+        + ["run", args.spec]
+    )
     for item in args.set or []:
         cmd += ["--set", item]
-    cmd += [f for f, on in (("--resume", args.resume), ("--overwrite", args.overwrite), ("--quiet", args.quiet)) if on]
+    cmd += [
+        f
+        for f, on in (("--resume", args.resume), ("--overwrite", args.overwrite), ("--quiet", args.quiet))
+        if on
+    ]
     cmd += ["--seeds", args.seeds] if args.seeds is not None else []
     cmd += ["--reuse"] if args.reuse else []
     cmd += ["--baseline", args.baseline] if args.baseline else []
-    return subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}).returncode
+    return subprocess.run(
+        cmd, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    ).returncode
 
 
 def _cmd_run(args) -> int:
@@ -160,8 +214,15 @@ def _cmd_run(args) -> int:
         overrides["train.baseline"] = args.baseline
     seeds = _parse_seeds(args.seeds) if args.seeds is not None else None
     rank0 = os.environ.get("RANK", "0") == "0"
-    summary = api.run(args.spec, resume=args.resume, overwrite=args.overwrite, reuse=args.reuse,
-                      callback=_Progress(not args.quiet and rank0), seeds=seeds, **overrides)
+    summary = api.run(
+        args.spec,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        reuse=args.reuse,
+        callback=_Progress(not args.quiet and rank0),
+        seeds=seeds,
+        **overrides,
+    )
     if not rank0:
         return 0
     print(format_seeds_table(summary) if seeds is not None else format_table(summary))
@@ -173,7 +234,9 @@ def _parse_seeds(text: str) -> list[int]:
     try:
         seeds = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise SpecError(f"--seeds {text!r}: give comma-separated non-negative integers, e.g. --seeds 0,1,2") from None
+        raise SpecError(
+            f"--seeds {text!r}: give comma-separated non-negative integers, e.g. --seeds 0,1,2"
+        ) from None
     if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
         raise SpecError(f"--seeds {text!r}: give distinct non-negative integers, e.g. --seeds 0,1,2")
     return seeds
@@ -235,8 +298,15 @@ def _cmd_list(args) -> int:
     for plural in kinds:
         kind = {v: k for k, v in PLURAL.items()}[plural]
         out[plural] = [
-            {"name": r.name, "plugin": r.plugin, "distribution": r.distribution, "version": r.version,
-             "aliases": list(r.aliases), "summary": r.summary, "params": r.params_schema().get("properties", {})}
+            {
+                "name": r.name,
+                "plugin": r.plugin,
+                "distribution": r.distribution,
+                "version": r.version,
+                "aliases": list(r.aliases),
+                "summary": r.summary,
+                "params": r.params_schema().get("properties", {}),
+            }
             for r in registry.list(kind, _wildcard(args.pattern))
         ]
     if args.json:
@@ -271,27 +341,37 @@ def _cmd_eval(args) -> int:
             try:
                 value = json.loads(args.data)
             except json.JSONDecodeError as exc:
-                raise SpecError(f"--data: not valid JSON ({exc.msg}); give builtin:NAME, a folder, "
-                                "or '{\"input\": FOLDER, \"target\": FOLDER}'") from None
+                raise SpecError(
+                    f"--data: not valid JSON ({exc.msg}); give builtin:NAME, a folder, "
+                    'or \'{"input": FOLDER, "target": FOLDER}\''
+                ) from None
         source = source_from_spec(value, where="--data")
     pairs = source.load(plan.task)
     teacher = None
     if any(p.target is None for p in pairs):
         if not plan.teachers:
-            raise SpecError("--data: these images have no targets to measure against and the run has no teacher; "
-                            "give '{\"input\": FOLDER, \"target\": FOLDER}'")
+            raise SpecError(
+                "--data: these images have no targets to measure against and the run has no teacher; "
+                'give \'{"input": FOLDER, "target": FOLDER}\''
+            )
         from kdcore.engine.build import build_run
 
         teacher = build_run(plan, torch.device("cpu"), for_run=True).teacher_forward
     result = evaluate(student, pairs, plan.task, torch.device("cpu"), teacher_forward=teacher)
-    out = {"student": result["student"], "baseline": {"name": baseline_name(plan.task), **result["baseline"]},
-           "images": len(pairs), "measured_against": result["against"],
-           "backend": "onnxruntime" if args.onnx or args.backend == "onnxruntime" else "torch"}
+    out = {
+        "student": result["student"],
+        "baseline": {"name": baseline_name(plan.task), **result["baseline"]},
+        "images": len(pairs),
+        "measured_against": result["against"],
+        "backend": "onnxruntime" if args.onnx or args.backend == "onnxruntime" else "torch",
+    }
     if args.json:
         print(json.dumps(out, indent=2))
     else:
-        print(f"{len(pairs)} images ({out['backend']}): student PSNR {out['student']['psnr']:.2f} dB SSIM {out['student']['ssim']:.4f}"
-              f" | {out['baseline']['name']} PSNR {out['baseline']['psnr']:.2f} dB SSIM {out['baseline']['ssim']:.4f}")
+        print(
+            f"{len(pairs)} images ({out['backend']}): student PSNR {out['student']['psnr']:.2f} dB SSIM {out['student']['ssim']:.4f}"
+            f" | {out['baseline']['name']} PSNR {out['baseline']['psnr']:.2f} dB SSIM {out['baseline']['ssim']:.4f}"
+        )
         if result["against"] == "teacher":
             print("(no ground truth: scores measure agreement with the teacher's output)")
     return 0
@@ -308,7 +388,9 @@ def _cmd_enhance(args) -> int:
     if out_dir.exists() and not out_dir.is_dir():
         raise SpecError(f"-o {out_dir}: exists and is not a folder; give a folder for the results")
     if args.tile < 0:
-        raise SpecError(f"--tile {args.tile}: give a positive tile size in pixels, or 0 (tiles only above --max-pixels)")
+        raise SpecError(
+            f"--tile {args.tile}: give a positive tile size in pixels, or 0 (tiles only above --max-pixels)"
+        )
     images = [Path(p) for p in args.images]
     for p in images:
         if p.is_dir():
@@ -324,7 +406,9 @@ def _cmd_enhance(args) -> int:
         tile = args.tile if args.tile else (0 if h * w <= args.max_pixels else 1024)
         with torch.inference_mode():
             if tile:
-                y = run_tiled(student, img.unsqueeze(0), scale, tile=tile, overlap=min(64, tile // 4))[0].clamp(0, 1)
+                y = run_tiled(student, img.unsqueeze(0), scale, tile=tile, overlap=min(64, tile // 4))[
+                    0
+                ].clamp(0, 1)
             else:
                 y = as_output(student(img.unsqueeze(0))).image[0].clamp(0, 1)
         target = out_dir / name
@@ -352,7 +436,9 @@ def _eval_model(args, run_dir: Path):
             raise SpecError(f"{run_dir}: not a kdcore run folder (no spec.json)")
         path = Path(args.onnx) if args.onnx else run_dir / DEFAULT_FILE
         if not path.is_file():
-            raise SpecError(f"{path}: no such ONNX file; run `kdcore export {run_dir}` first or give --onnx FILE")
+            raise SpecError(
+                f"{path}: no such ONNX file; run `kdcore export {run_dir}` first or give --onnx FILE"
+            )
         return load_onnx(path, args.threads)
     return api.load(run_dir)
 
@@ -380,19 +466,28 @@ def _enhance_model(args):
 def _cmd_export(args) -> int:
     from kdcore.export import export
 
-    options: dict[str, Any] = {"format": args.format, "opset": args.opset, "tolerance": args.tolerance,
-                               "exporter": args.exporter, "int8": args.int8}
+    options: dict[str, Any] = {
+        "format": args.format,
+        "opset": args.opset,
+        "tolerance": args.tolerance,
+        "exporter": args.exporter,
+        "int8": args.int8,
+    }
     report = export(args.run_dir, args.output, **options)
     for row in report["verification"]:
         psnr = "identical" if row["psnr_db"] is None else f"PSNR {row['psnr_db']:.1f} dB"
-        print(f"verified {row['batch']}×3×{row['size'][0]}×{row['size'][1]}: "
-              f"max abs difference {row['max_abs_diff']:.2e}, {psnr} (tolerance {report['tolerance']:g})")
+        print(
+            f"verified {row['batch']}×3×{row['size'][0]}×{row['size'][1]}: "
+            f"max abs difference {row['max_abs_diff']:.2e}, {psnr} (tolerance {report['tolerance']:g})"
+        )
     if "int8" in report:
         q = report["int8"]
         psnr = "-" if q["min_psnr_db_vs_float"] is None else f"{q['min_psnr_db_vs_float']:.1f} dB"
         print(f"int8: {q['file']} ({q['bytes'] / 1e6:.2f} MB), PSNR vs float {psnr}")
-    print(f"wrote {report['file']} ({report['bytes'] / 1e6:.2f} MB, opset {report['opset']}) and "
-          f"{Path(report['run_dir']) / 'export.json'}")
+    print(
+        f"wrote {report['file']} ({report['bytes'] / 1e6:.2f} MB, opset {report['opset']}) and "
+        f"{Path(report['run_dir']) / 'export.json'}"
+    )
     return 0
 
 
@@ -411,10 +506,14 @@ def _cmd_inspect(args) -> int:
         try:
             params = json.loads(args.params)
         except json.JSONDecodeError as exc:
-            raise SpecError(f"--params: not valid JSON ({exc.msg} at character {exc.pos}); e.g. '{{\"n_feats\": 32}}'") from None
+            raise SpecError(
+                f"--params: not valid JSON ({exc.msg} at character {exc.pos}); e.g. '{{\"n_feats\": 32}}'"
+            ) from None
         if not isinstance(params, dict):
             raise SpecError("--params: give a JSON object, e.g. '{\"n_feats\": 32}'")
-    infos = inspect_model(args.kind, args.name, params, parse_task(args.task), tuple(args.size), args.checkpoint)
+    infos = inspect_model(
+        args.kind, args.name, params, parse_task(args.task), tuple(args.size), args.checkpoint
+    )
     if args.json:
         print(json.dumps(as_rows(infos), indent=2))
     else:
@@ -430,22 +529,40 @@ def _cmd_new_plugin(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="kdcore", description="Knowledge distillation for image super-resolution and enhancement.")
+    parser = _Parser(
+        prog="kdcore", description="Knowledge distillation for image super-resolution and enhancement."
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("run", help="train (distil when a teacher is given), evaluate, write the run folder")
     p.add_argument("spec")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a spec key, e.g. train.steps=100")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    p.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override a spec key, e.g. train.steps=100"
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run from its last checkpoint"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a different run in the output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--reuse", action="store_true",
-                   help="a finished run of the same spec in the output folder is reused, not trained again")
-    p.add_argument("--seeds", metavar="0,1,2", help="one complete run per seed in OUTPUT/seed-N/, and their aggregate")
-    p.add_argument("--baseline", choices=["none", "alone"], help="same as train.baseline: also train the student alone")
-    p.add_argument("--nproc", type=int, default=1, metavar="N",
-                   help="train with N processes (DistributedDataParallel, launched with torchrun)")
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="a finished run of the same spec in the output folder is reused, not trained again",
+    )
+    p.add_argument(
+        "--seeds", metavar="0,1,2", help="one complete run per seed in OUTPUT/seed-N/, and their aggregate"
+    )
+    p.add_argument(
+        "--baseline", choices=["none", "alone"], help="same as train.baseline: also train the student alone"
+    )
+    p.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train with N processes (DistributedDataParallel, launched with torchrun)",
+    )
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("validate", help="check a spec without training")
@@ -461,20 +578,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_plugins)
 
     p = sub.add_parser("list", help="registered components with summaries and params")
-    p.add_argument("kind", nargs="?", choices=[k.plural for k in KIND_TABLE.values()],
-                   help="students, teachers, losses or adapters (default: all kinds)")
-    p.add_argument("--pattern", default="*", help="wildcard on names, e.g. '*hdr*'; a bare word such as 'hdr' "
-                   "matches names containing it (default: %(default)s)")
+    p.add_argument(
+        "kind",
+        nargs="?",
+        choices=[k.plural for k in KIND_TABLE.values()],
+        help="students, teachers, losses or adapters (default: all kinds)",
+    )
+    p.add_argument(
+        "--pattern",
+        default="*",
+        help="wildcard on names, e.g. '*hdr*'; a bare word such as 'hdr' "
+        "matches names containing it (default: %(default)s)",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("eval", help="metrics of a trained student")
     p.add_argument("run_dir")
-    p.add_argument("--data", help="builtin:NAME, a folder, or '{\"input\": DIR, \"target\": DIR}' (default: the run's data.val)")
+    p.add_argument(
+        "--data",
+        help='builtin:NAME, a folder, or \'{"input": DIR, "target": DIR}\' (default: the run\'s data.val)',
+    )
     p.add_argument("--json", action="store_true")
-    p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
-                   help="onnxruntime: measure the exported RUN_DIR/model.onnx (kdcore export) instead")
-    p.add_argument("--onnx", metavar="FILE", help="measure this exported ONNX file (implies --backend onnxruntime)")
+    p.add_argument(
+        "--backend",
+        choices=["torch", "onnxruntime"],
+        default="torch",
+        help="onnxruntime: measure the exported RUN_DIR/model.onnx (kdcore export) instead",
+    )
+    p.add_argument(
+        "--onnx", metavar="FILE", help="measure this exported ONNX file (implies --backend onnxruntime)"
+    )
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: its own choice)")
     p.set_defaults(func=_cmd_eval)
 
@@ -482,24 +616,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR|MODEL.onnx")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("-o", "--output", required=True, metavar="OUT_DIR")
-    p.add_argument("--tile", type=int, default=0, metavar="PIXELS",
-                   help="process in overlapping tiles of this size (default: %(default)s, tiles only for images "
-                   "above --max-pixels)")
-    p.add_argument("--max-pixels", type=int, default=16_000_000,
-                   help="larger inputs are processed in 1024-pixel tiles to bound memory (default: %(default)s)")
-    p.add_argument("--backend", choices=["torch", "onnxruntime"], default=None,
-                   help="torch (default for a run folder) or onnxruntime (RUN_DIR/model.onnx, or the .onnx file given)")
+    p.add_argument(
+        "--tile",
+        type=int,
+        default=0,
+        metavar="PIXELS",
+        help="process in overlapping tiles of this size (default: %(default)s, tiles only for images "
+        "above --max-pixels)",
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=16_000_000,
+        help="larger inputs are processed in 1024-pixel tiles to bound memory (default: %(default)s)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=["torch", "onnxruntime"],
+        default=None,
+        help="torch (default for a run folder) or onnxruntime (RUN_DIR/model.onnx, or the .onnx file given)",
+    )
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: its own choice)")
     p.set_defaults(func=_cmd_enhance)
 
     p = sub.add_parser("report", help="the self-contained HTML report of one run, or several side by side")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    p.add_argument("-o", "--output", metavar="FILE",
-                   help="the HTML file (default RUN_DIR/report.html; required for several runs)")
-    p.add_argument("--max-images", type=int, default=10, metavar="N",
-                   help="validation images shown as before/after views (all get a PSNR row)")
-    p.add_argument("--max-side", type=int, default=960, metavar="PIXELS",
-                   help="larger images are shown downscaled, with full-resolution crops")
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="the HTML file (default RUN_DIR/report.html; required for several runs)",
+    )
+    p.add_argument(
+        "--max-images",
+        type=int,
+        default=10,
+        metavar="N",
+        help="validation images shown as before/after views (all get a PSNR row)",
+    )
+    p.add_argument(
+        "--max-side",
+        type=int,
+        default=960,
+        metavar="PIXELS",
+        help="larger images are shown downscaled, with full-resolution crops",
+    )
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("export", help="the student alone as ONNX, verified in onnxruntime against PyTorch")
@@ -507,28 +668,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="FILE", help="the ONNX file (default: RUN_DIR/model.onnx)")
     p.add_argument("--format", choices=["onnx"], default="onnx")
     p.add_argument("--opset", type=int, default=17, metavar="N", help="ONNX opset (default 17)")
-    p.add_argument("--tolerance", type=float, default=1e-4,
-                   help="largest max abs difference to PyTorch accepted at every verified size (default 1e-4)")
-    p.add_argument("--exporter", choices=["torchscript", "dynamo"], default="torchscript",
-                   help="torch.onnx exporter (default torchscript: see the README's Export section)")
-    p.add_argument("--int8", action="store_true",
-                   help="also write MODEL.int8.onnx (onnxruntime dynamic int8) and its PSNR against the float model")
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=1e-4,
+        help="largest max abs difference to PyTorch accepted at every verified size (default 1e-4)",
+    )
+    p.add_argument(
+        "--exporter",
+        choices=["torchscript", "dynamo"],
+        default="torchscript",
+        help="torch.onnx exporter (default torchscript: see the README's Export section)",
+    )
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="also write MODEL.int8.onnx (onnxruntime dynamic int8) and its PSNR against the float model",
+    )
     p.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("inspect", help="every named module path of a student or teacher with its output shape")
+    p = sub.add_parser(
+        "inspect", help="every named module path of a student or teacher with its output shape"
+    )
     p.add_argument("kind", choices=["student", "teacher", "students", "teachers"])
     p.add_argument("name")
     p.add_argument("--params", metavar="JSON", help="the component's params as a JSON object")
     p.add_argument("--task", default="sr:2", help="sr:2, sr:3, sr:4 or enhance (default sr:2)")
-    p.add_argument("--size", nargs=2, type=int, default=[32, 32], metavar=("H", "W"),
-                   help="sample input size (default 32 32)")
-    p.add_argument("--checkpoint", metavar="PATH", help="weights to load first (a teacher that needs one, e.g. spandrel)")
+    p.add_argument(
+        "--size",
+        nargs=2,
+        type=int,
+        default=[32, 32],
+        metavar=("H", "W"),
+        help="sample input size (default 32 32)",
+    )
+    p.add_argument(
+        "--checkpoint", metavar="PATH", help="weights to load first (a teacher that needs one, e.g. spandrel)"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_inspect)
 
     p = sub.add_parser("new-plugin", help="scaffold a plugin package in a new folder NAME/")
     p.add_argument("name")
-    p.add_argument("--kind", choices=list(KIND_TABLE), default="loss", help="kind of component (default: %(default)s)")
+    p.add_argument(
+        "--kind", choices=list(KIND_TABLE), default="loss", help="kind of component (default: %(default)s)"
+    )
     p.add_argument("--dest", default=".", help="folder in which NAME/ is created")
     p.set_defaults(func=_cmd_new_plugin)
     return parser

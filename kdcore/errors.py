@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from contextvars import ContextVar
-from typing import Callable
 
 #: how messages spell options: "python" (``overwrite=True``) or "cli" (``--overwrite``); the
 #: command line sets "cli"

@@ -11,14 +11,15 @@ from __future__ import annotations
 import json
 import os
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence, cast
+from typing import Any, cast
 
 from kdcore.engine.checkpoints import STATE
-from kdcore.files import atomic_write
 from kdcore.engine.events import Callback, Message
 from kdcore.engine.trainer import train
 from kdcore.errors import SpecError
+from kdcore.files import atomic_write
 from kdcore.interfaces import Loss
 from kdcore.losses import uses_teacher
 from kdcore.plan import RunPlan, SpecLike
@@ -53,7 +54,7 @@ def check_baselines(plan: RunPlan) -> None:
     if plan.train.baselines and not plan.has_targets():
         raise SpecError(
             "train.baseline: the student trained without the teacher needs ground truth, and data.train has "
-            "none (an 'enhance' folder); give {\"input\": FOLDER, \"target\": FOLDER} or remove train.baseline"
+            'none (an \'enhance\' folder); give {"input": FOLDER, "target": FOLDER} or remove train.baseline'
         )
 
 
@@ -61,8 +62,9 @@ def _model_block(summary: dict) -> dict:
     return {**summary["student"], "output": summary["output"], "steps": summary["steps"]}
 
 
-def run_with_baselines(plan: RunPlan, *, callbacks: Sequence[Callback] = (), resume: bool = False,
-                       overwrite: bool = False) -> dict:
+def run_with_baselines(
+    plan: RunPlan, *, callbacks: Sequence[Callback] = (), resume: bool = False, overwrite: bool = False
+) -> dict:
     """Trains ``plan`` and each baseline it asks for; returns the combined summary (summary.json)."""
     check_baselines(plan)
     summary = train(plan, callbacks=callbacks, resume=resume, overwrite=overwrite)
@@ -75,7 +77,9 @@ def _train_baselines(plan: RunPlan, summary: dict, callbacks: Sequence[Callback]
     for which in plan.train.baselines:
         sub = RunPlan.from_spec(baseline_spec(plan, which), registry=plan.registry, check_sources=False)
         for callback in callbacks:
-            callback(Message(f"baseline '{which}': the same student without the teacher's losses in {sub.output}"))
+            callback(
+                Message(f"baseline '{which}': the same student without the teacher's losses in {sub.output}")
+            )
         sub_resume = resume and (sub.output / STATE).exists()
         summary[which] = _model_block(train(sub, callbacks=callbacks, resume=sub_resume, overwrite=True))
     student_psnr = summary["student"]["psnr"]
@@ -90,8 +94,12 @@ def _train_baselines(plan: RunPlan, summary: dict, callbacks: Sequence[Callback]
 
 
 def _stats(values: list[float]) -> dict[str, float]:
-    return {"mean": statistics.fmean(values), "std": statistics.pstdev(values) if len(values) > 1 else 0.0,
-            "min": min(values), "max": max(values)}
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.pstdev(values) if len(values) > 1 else 0.0,
+        "min": min(values),
+        "max": max(values),
+    }
 
 
 def aggregate(summaries: list[dict], seeds: Sequence[int], folders: Sequence[Path]) -> dict:
@@ -101,27 +109,44 @@ def aggregate(summaries: list[dict], seeds: Sequence[int], folders: Sequence[Pat
         blocks: list[Any] = [s.get(model) for s in summaries]  # a model's block, or None: skipped
         if not all(blocks) or any(b.get("psnr") is None for b in blocks):
             continue
-        out[model] = {"name": blocks[0].get("name"), "params": blocks[0].get("params"),
-                      "psnr": _stats([b["psnr"] for b in blocks]), "ssim": _stats([b["ssim"] for b in blocks])}
+        out[model] = {
+            "name": blocks[0].get("name"),
+            "params": blocks[0].get("params"),
+            "psnr": _stats([b["psnr"] for b in blocks]),
+            "ssim": _stats([b["ssim"] for b in blocks]),
+        }
         if blocks[0].get("latency_ms") is not None:
             out[model]["latency_ms"] = _stats([b["latency_ms"] for b in blocks])
     if all("kd_gain_db" in s for s in summaries):
         out["kd_gain_db"] = _stats([s["kd_gain_db"] for s in summaries])
         student, alone = out["student"]["psnr"], out["alone"]["psnr"]
         overlap = student["min"] <= alone["max"] and alone["min"] <= student["max"]
-        out["kd_gain_verdict"] = "within noise" if overlap else ("gain" if student["mean"] > alone["mean"] else "loss")
+        out["kd_gain_verdict"] = (
+            "within noise" if overlap else ("gain" if student["mean"] > alone["mean"] else "loss")
+        )
     return out
 
 
-def run_seeds(spec: SpecLike | RunPlan, seeds: Sequence[int], *, callbacks: Sequence[Callback] = (),
-              resume: bool = False, overwrite: bool = False, **overrides: Any) -> dict:
+def run_seeds(
+    spec: SpecLike | RunPlan,
+    seeds: Sequence[int],
+    *,
+    callbacks: Sequence[Callback] = (),
+    resume: bool = False,
+    overwrite: bool = False,
+    **overrides: Any,
+) -> dict:
     """One complete run per seed in ``OUTPUT/seed-N/``; writes and returns the aggregate summary."""
     if not seeds:
         raise SpecError("--seeds: give at least one seed, e.g. --seeds 0,1,2")
     base_spec = spec.spec if isinstance(spec, RunPlan) else spec
     base = RunPlan.from_spec(base_spec, overrides)
-    plans = [RunPlan.from_spec(base_spec, {**overrides, "train.seed": seed, "output": str(base.output / f"seed-{seed}")})
-             for seed in seeds]
+    plans = [
+        RunPlan.from_spec(
+            base_spec, {**overrides, "train.seed": seed, "output": str(base.output / f"seed-{seed}")}
+        )
+        for seed in seeds
+    ]
     summaries = []
     for plan in plans:
         for callback in callbacks:

@@ -66,8 +66,9 @@ def _require_onnx() -> None:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
     except ImportError as exc:
-        raise ExportError(f"ONNX export needs onnx and onnxruntime ({exc.name} is missing): "
-                          "pip install 'kdcore[export]'") from None
+        raise ExportError(
+            f"ONNX export needs onnx and onnxruntime ({exc.name} is missing): pip install 'kdcore[export]'"
+        ) from None
 
 
 class _ImageOnly(torch.nn.Module):
@@ -114,14 +115,32 @@ def _export_graph(student: torch.nn.Module, path: Path, opset: int, exporter: st
         warnings.simplefilter("always")
         if exporter == "dynamo":
             dim = torch.export.Dim.DYNAMIC
-            torch.onnx.export(wrapper, (x,), str(path), dynamo=True, external_data=False, opset_version=opset,
-                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                              dynamic_shapes={"x": {0: dim, 2: dim, 3: dim}}, verbose=False)
+            torch.onnx.export(
+                wrapper,
+                (x,),
+                str(path),
+                dynamo=True,
+                external_data=False,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes={"x": {0: dim, 2: dim, 3: dim}},
+                verbose=False,
+            )
         else:
-            torch.onnx.export(wrapper, (x,), str(path), dynamo=False, opset_version=opset,
-                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                              dynamic_axes={INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
-                                            OUTPUT_NAME: {0: "batch", 2: "out_height", 3: "out_width"}})
+            torch.onnx.export(
+                wrapper,
+                (x,),
+                str(path),
+                dynamo=False,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes={
+                    INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
+                    OUTPUT_NAME: {0: "batch", 2: "out_height", 3: "out_width"},
+                },
+            )
     notes = []
     for item in caught:
         if issubclass(item.category, torch.jit.TracerWarning):
@@ -136,9 +155,11 @@ def _module_inputs(model: torch.nn.Module, x: torch.Tensor) -> dict[str, tuple]:
     seen: dict[str, tuple] = {}
     handles = []
     for name, module in model.named_modules():
+
         def hook(mod, args, name=name):
             if name not in seen and args and all(isinstance(a, torch.Tensor) for a in args):
                 seen[name] = tuple(a.detach().clone() for a in args)
+
         handles.append(module.register_forward_pre_hook(hook))
     try:
         with torch.no_grad():
@@ -164,10 +185,20 @@ def _exports(module: torch.nn.Module, args: tuple, opset: int) -> bool:
         try:
             # sizes stay dynamic, as in the whole export (a size-dependent op fails here too)
             names = [f"in{i}" for i in range(len(args))]
-            axes = {n: [d for d in range(a.ndim) if d != 1 or a.ndim < 4] for n, a in zip(names, args, strict=True)}
+            axes = {
+                n: [d for d in range(a.ndim) if d != 1 or a.ndim < 4]
+                for n, a in zip(names, args, strict=True)
+            }
             with _quiet_output():
-                torch.onnx.export(module, args, os.path.join(tmp, "m.onnx"), dynamo=False, opset_version=opset,
-                                  input_names=names, dynamic_axes=axes)
+                torch.onnx.export(
+                    module,
+                    args,
+                    os.path.join(tmp, "m.onnx"),
+                    dynamo=False,
+                    opset_version=opset,
+                    input_names=names,
+                    dynamic_axes=axes,
+                )
         except Exception:  # noqa: BLE001 - any failure means: not exportable
             return False
     return True
@@ -257,7 +288,9 @@ class OnnxStudent(torch.nn.Module):
         self.session = _session(self.path, threads)
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         if "scale" not in self.metadata or "task_kind" not in self.metadata:
-            raise SpecError(f"{self.path}: no kdcore metadata (task_kind, scale); export it with kdcore export")
+            raise SpecError(
+                f"{self.path}: no kdcore metadata (task_kind, scale); export it with kdcore export"
+            )
         self.task = Task(kind=self.metadata["task_kind"], scale=int(self.metadata["scale"]))
         self.input_name = self.session.get_inputs()[0].name
 
@@ -275,13 +308,17 @@ def load_onnx(path: str | os.PathLike, threads: int | None = None) -> OnnxStuden
     path = Path(path)
     weights = path.parent / "model.safetensors"
     if path.is_file() and weights.is_file() and weights.stat().st_mtime > path.stat().st_mtime:
-        warnings.warn(f"{path} is older than {weights}: it may hold an earlier run's student; "
-                      f"run `kdcore export {path.parent}` again", stacklevel=2)
+        warnings.warn(
+            f"{path} is older than {weights}: it may hold an earlier run's student; "
+            f"run `kdcore export {path.parent}` again",
+            stacklevel=2,
+        )
     return OnnxStudent(path, threads)
 
 
-def onnx_latency_ms(model: str | os.PathLike | torch.nn.Module, probe: torch.Tensor, threads: int = 2,
-                    runs: int = 5) -> float:
+def onnx_latency_ms(
+    model: str | os.PathLike | torch.nn.Module, probe: torch.Tensor, threads: int = 2, runs: int = 5
+) -> float:
     """Median wall time, in milliseconds, of onnxruntime (CPU, ``threads`` threads) on ``probe``.
 
     ``model``: an ONNX file, an :class:`OnnxStudent`, or a PyTorch student (exported to a
@@ -297,7 +334,9 @@ def onnx_latency_ms(model: str | os.PathLike | torch.nn.Module, probe: torch.Ten
             try:
                 _export_graph(model.eval(), tmp / "m.onnx", DEFAULT_OPSET, "torchscript")
             except Exception as exc:  # noqa: BLE001 - one line; callers may record "no ONNX latency"
-                raise ExportError(f"{type(model).__name__}: cannot be exported to ONNX: {_short_reason(exc)}") from None
+                raise ExportError(
+                    f"{type(model).__name__}: cannot be exported to ONNX: {_short_reason(exc)}"
+                ) from None
             session = _session(tmp / "m.onnx", threads)
         else:
             session = _session(model, threads)
@@ -309,7 +348,11 @@ def onnx_latency_ms(model: str | os.PathLike | torch.nn.Module, probe: torch.Ten
             session.run(None, feed)
             times.append((time.perf_counter() - t0) * 1e3)
     times.sort()
-    return times[len(times) // 2] if len(times) % 2 else (times[len(times) // 2 - 1] + times[len(times) // 2]) / 2
+    return (
+        times[len(times) // 2]
+        if len(times) % 2
+        else (times[len(times) // 2 - 1] + times[len(times) // 2]) / 2
+    )
 
 
 # ----------------------------------------------------------------------------- verification
@@ -321,8 +364,12 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float | None:
     return None if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
-def compare(student: torch.nn.Module, onnx_model: torch.nn.Module,
-            sizes: Sequence[tuple[int, int, int]] = VERIFY_SIZES, seed: int = 0) -> list[dict[str, Any]]:
+def compare(
+    student: torch.nn.Module,
+    onnx_model: torch.nn.Module,
+    sizes: Sequence[tuple[int, int, int]] = VERIFY_SIZES,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
     """Max abs difference and PSNR between the PyTorch student and an ONNX model, per input size.
 
     The PyTorch side runs in eval mode under ``torch.inference_mode()`` (what ``kdcore enhance``
@@ -338,15 +385,36 @@ def compare(student: torch.nn.Module, onnx_model: torch.nn.Module,
         try:
             got = onnx_model(x)
         except Exception as exc:  # noqa: BLE001 - a graph that only runs at the traced size, typically
-            rows.append({"batch": b, "size": [h, w], "max_abs_diff": None, "psnr_db": None,
-                         "error": _short_reason(exc)})
+            rows.append(
+                {
+                    "batch": b,
+                    "size": [h, w],
+                    "max_abs_diff": None,
+                    "psnr_db": None,
+                    "error": _short_reason(exc),
+                }
+            )
             continue
         if tuple(got.shape) != tuple(ref.shape):
-            rows.append({"batch": b, "size": [h, w], "max_abs_diff": None, "psnr_db": None,
-                         "shape": list(got.shape), "expected_shape": list(ref.shape)})
+            rows.append(
+                {
+                    "batch": b,
+                    "size": [h, w],
+                    "max_abs_diff": None,
+                    "psnr_db": None,
+                    "shape": list(got.shape),
+                    "expected_shape": list(ref.shape),
+                }
+            )
             continue
-        rows.append({"batch": b, "size": [h, w], "max_abs_diff": (got - ref).abs().max().item(),
-                     "psnr_db": _psnr(got, ref)})
+        rows.append(
+            {
+                "batch": b,
+                "size": [h, w],
+                "max_abs_diff": (got - ref).abs().max().item(),
+                "psnr_db": _psnr(got, ref),
+            }
+        )
     return rows
 
 
@@ -359,8 +427,10 @@ def _failures(rows: list[dict[str, Any]], tolerance: float) -> list[str]:
         elif r["max_abs_diff"] is None:
             bad.append(f"input {where}: output shape {r['shape']}, PyTorch gives {r['expected_shape']}")
         elif not r["max_abs_diff"] <= tolerance:
-            bad.append(f"input {where}: max abs difference {r['max_abs_diff']:.3g} > tolerance {tolerance:g}"
-                       + (f" (PSNR {r['psnr_db']:.1f} dB)" if r["psnr_db"] is not None else ""))
+            bad.append(
+                f"input {where}: max abs difference {r['max_abs_diff']:.3g} > tolerance {tolerance:g}"
+                + (f" (PSNR {r['psnr_db']:.1f} dB)" if r["psnr_db"] is not None else "")
+            )
     return bad
 
 
@@ -423,9 +493,11 @@ def export_student(
     if exporter not in EXPORTERS:
         raise SpecError(f"exporter: {exporter!r} is not one of {', '.join(EXPORTERS)}")
     if exporter == "torchscript" and not 9 <= opset <= _torchscript_max_opset():
-        raise SpecError(f"--opset: {opset} is outside what the TorchScript exporter writes "
-                        f"(9 to {_torchscript_max_opset()}); grid_sample-based students need at least 16")
-    if not 1 <= len(sizes) or any(min(s) < 1 for s in sizes):
+        raise SpecError(
+            f"--opset: {opset} is outside what the TorchScript exporter writes "
+            f"(9 to {_torchscript_max_opset()}); grid_sample-based students need at least 16"
+        )
+    if not len(sizes) >= 1 or any(min(s) < 1 for s in sizes):
         raise SpecError("sizes: give at least one (batch, height, width) with positive entries")
     path = Path(path)
     if path.is_dir():
@@ -439,14 +511,23 @@ def export_student(
             notes = _export_graph(student, tmp, opset, exporter)
         except Exception as exc:  # noqa: BLE001 - turned into one line naming the module
             where = _failing_module(student, opset)
-            at = f"module {where!r} ({type(dict(student.named_modules())[where]).__name__})" if where else "its forward"
-            raise ExportError(f"student {label}: cannot be exported to ONNX (opset {opset}): {at}: "
-                              f"{_short_reason(exc)}") from None
+            at = (
+                f"module {where!r} ({type(dict(student.named_modules())[where]).__name__})"
+                if where
+                else "its forward"
+            )
+            raise ExportError(
+                f"student {label}: cannot be exported to ONNX (opset {opset}): {at}: {_short_reason(exc)}"
+            ) from None
         n_params = sum(p.numel() for p in student.parameters())
         metadata = {
-            "task_kind": task.kind, "scale": str(task.scale), "student": label,
-            "student_params": json.dumps(params or {}, sort_keys=True), "parameters": str(n_params),
-            "kdcore_version": kdcore.__version__, "plugins": json.dumps(plugins or {}, sort_keys=True),
+            "task_kind": task.kind,
+            "scale": str(task.scale),
+            "student": label,
+            "student_params": json.dumps(params or {}, sort_keys=True),
+            "parameters": str(n_params),
+            "kdcore_version": kdcore.__version__,
+            "plugins": json.dumps(plugins or {}, sort_keys=True),
             "input": f"{INPUT_NAME}: B×3×H×W float32 RGB in [0, 1]",
             "output": f"{OUTPUT_NAME}: B×3×(H·{task.scale})×(W·{task.scale}) float32 RGB in [0, 1]",
         }
@@ -454,19 +535,33 @@ def export_student(
         rows = compare(student, OnnxStudent(tmp), sizes)
         bad = _failures(rows, tolerance)
         if bad:
-            raise ExportError(f"student {label}: the ONNX model does not compute what PyTorch computes: "
-                              + "; ".join(bad) + " (nothing written)")
+            raise ExportError(
+                f"student {label}: the ONNX model does not compute what PyTorch computes: "
+                + "; ".join(bad)
+                + " (nothing written)"
+            )
         finite = [r["psnr_db"] for r in rows if r["psnr_db"] is not None]
         report: dict[str, Any] = {
-            "format": "onnx", "file": str(path), "bytes": tmp.stat().st_size, "opset": opset, "exporter": exporter,
+            "format": "onnx",
+            "file": str(path),
+            "bytes": tmp.stat().st_size,
+            "opset": opset,
+            "exporter": exporter,
             "task": {"kind": task.kind, "scale": task.scale},
             "student": {"name": label, "params": params or {}, "parameters": n_params},
             "input": {"name": INPUT_NAME, "shape": ["batch", 3, "height", "width"]},
-            "output": {"name": OUTPUT_NAME, "shape": ["batch", 3, f"height*{task.scale}", f"width*{task.scale}"]},
-            "tolerance": tolerance, "passed": True,
+            "output": {
+                "name": OUTPUT_NAME,
+                "shape": ["batch", 3, f"height*{task.scale}", f"width*{task.scale}"],
+            },
+            "tolerance": tolerance,
+            "passed": True,
             "max_abs_diff": max(r["max_abs_diff"] for r in rows),
             "min_psnr_db": min(finite) if finite else None,
-            "verification": rows, "metadata": metadata, "versions": _versions(), "trace_warnings": notes,
+            "verification": rows,
+            "metadata": metadata,
+            "versions": _versions(),
+            "trace_warnings": notes,
         }
         if int8:
             report["int8"] = _quantise(tmp, tmp8, path.with_suffix(".int8.onnx"), sizes)
@@ -477,7 +572,9 @@ def export_student(
     return report
 
 
-def _quantise(float_file: Path, tmp: Path, final: Path, sizes: Sequence[tuple[int, int, int]]) -> dict[str, Any]:
+def _quantise(
+    float_file: Path, tmp: Path, final: Path, sizes: Sequence[tuple[int, int, int]]
+) -> dict[str, Any]:
     """Dynamic int8 quantisation (weights int8, activations quantised at run time) and its PSNR drop."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -490,12 +587,19 @@ def _quantise(float_file: Path, tmp: Path, final: Path, sizes: Sequence[tuple[in
         logging.disable(logging.NOTSET)
     rows = compare(OnnxStudent(float_file), OnnxStudent(tmp), sizes)
     finite = [r["psnr_db"] for r in rows if r["psnr_db"] is not None]
-    return {"file": str(final), "bytes": tmp.stat().st_size, "method": "onnxruntime quantize_dynamic, QInt8 weights",
-            "verification_vs_float": rows, "max_abs_diff": max(r["max_abs_diff"] or 0.0 for r in rows),
-            "min_psnr_db_vs_float": min(finite) if finite else None}
+    return {
+        "file": str(final),
+        "bytes": tmp.stat().st_size,
+        "method": "onnxruntime quantize_dynamic, QInt8 weights",
+        "verification_vs_float": rows,
+        "max_abs_diff": max(r["max_abs_diff"] or 0.0 for r in rows),
+        "min_psnr_db_vs_float": min(finite) if finite else None,
+    }
 
 
-def export(run_dir: str | os.PathLike, path: str | os.PathLike | None = None, **options: Any) -> dict[str, Any]:
+def export(
+    run_dir: str | os.PathLike, path: str | os.PathLike | None = None, **options: Any
+) -> dict[str, Any]:
     """Exports the trained student of a run folder (``kdcore export``); returns export.json's content.
 
     ``path`` defaults to ``RUN_DIR/model.onnx``. ``options``: ``format`` (``"onnx"``), ``opset``,
@@ -512,8 +616,13 @@ def export(run_dir: str | os.PathLike, path: str | os.PathLike | None = None, **
     raw = json.loads((folder / "spec.json").read_text())
     target = Path(path) if path is not None else folder / DEFAULT_FILE
     report = export_student(
-        student, Task.model_validate(raw["task"]), target, name=raw["student"]["name"],
-        params=raw["student"].get("params", {}), plugins=raw.get("plugins", {}), **options,
+        student,
+        Task.model_validate(raw["task"]),
+        target,
+        name=raw["student"]["name"],
+        params=raw["student"].get("params", {}),
+        plugins=raw.get("plugins", {}),
+        **options,
     )
     report["run_dir"] = str(folder)
     out = folder / REPORT_FILE
@@ -527,8 +636,9 @@ class _CallableModule(types.ModuleType):
     """Makes ``kdcore.export(run_dir, …)`` call :func:`export`: the package attribute
     ``kdcore.export`` is this module once it is imported, so the module forwards calls."""
 
-    def __call__(self, run_dir: str | os.PathLike, path: str | os.PathLike | None = None,
-                 **options: Any) -> dict[str, Any]:
+    def __call__(
+        self, run_dir: str | os.PathLike, path: str | os.PathLike | None = None, **options: Any
+    ) -> dict[str, Any]:
         return export(run_dir, path, **options)
 
 

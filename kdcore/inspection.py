@@ -61,8 +61,10 @@ def parse_task(text: str) -> Task:
     except (ValueError, TypeError) as exc:
         detail = next((r.strip() for r in str(exc).splitlines() if "scale must" in r), "")
         detail = detail.split("Value error, ", 1)[-1].split(" [", 1)[0]
-        raise SpecError(f"--task: {text!r} is not a task; write sr:2, sr:3, sr:4 or enhance"
-                        + (f" ({detail})" if detail else "")) from None
+        raise SpecError(
+            f"--task: {text!r} is not a task; write sr:2, sr:3, sr:4 or enhance"
+            + (f" ({detail})" if detail else "")
+        ) from None
 
 
 def inspect_model(
@@ -80,7 +82,9 @@ def inspect_model(
 
     kind = {"students": "student", "teachers": "teacher"}.get(kind, kind)
     if kind not in ("student", "teacher"):
-        raise SpecError(f"inspect: KIND must be student or teacher, not {kind!r} (losses and adapters have no modules to tap)")
+        raise SpecError(
+            f"inspect: KIND must be student or teacher, not {kind!r} (losses and adapters have no modules to tap)"
+        )
     h, w = size
     if h < 1 or w < 1:
         raise SpecError(f"--size: {h} {w} is not an image size; give two positive integers H W")

@@ -45,8 +45,9 @@ def _single(image: torch.Tensor, label: str) -> torch.Tensor:
     return image.detach().to(torch.float64)
 
 
-def _by_convention(output: torch.Tensor, target: torch.Tensor, task: Task,
-                   name: str | None) -> tuple[torch.Tensor, torch.Tensor, float]:
+def _by_convention(
+    output: torch.Tensor, target: torch.Tensor, task: Task, name: str | None
+) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Both images rounded to 8 bits, as luma with the border cropped for "sr"; the data range."""
     out, ref = _single(output, "output"), _single(target, "target")
     if out.shape != ref.shape:

@@ -39,8 +39,14 @@ SPEC_FILE = "spec.json"
 SpecLike = dict | str | os.PathLike | RunSpec
 
 
-def build_component(reg: Registration, params: dict | pydantic.BaseModel | None, task: Task | None,
-                    *, where: str = "", **kwargs: Any) -> torch.nn.Module:
+def build_component(
+    reg: Registration,
+    params: dict | pydantic.BaseModel | None,
+    task: Task | None,
+    *,
+    where: str = "",
+    **kwargs: Any,
+) -> torch.nn.Module:
     """Builds a registered component; ``params`` may be a dict (validated here) or a Params object."""
     if not isinstance(params, pydantic.BaseModel):
         params = validate_params(reg, params, where)
@@ -110,12 +116,20 @@ class RunPlan:
 
     # -- building ---------------------------------------------------------------------------
     @classmethod
-    def from_spec(cls, spec: SpecLike, overrides: dict[str, Any] | None = None, *,
-                  registry: Registry | None = None, check_sources: bool = True) -> RunPlan:
+    def from_spec(
+        cls,
+        spec: SpecLike,
+        overrides: dict[str, Any] | None = None,
+        *,
+        registry: Registry | None = None,
+        check_sources: bool = True,
+    ) -> RunPlan:
         """Parses, applies ``overrides`` (dotted keys), resolves paths, components and sources."""
         raw, base = load_raw(spec)
         if overrides:  # paths given as overrides are relative to the current directory
-            raw = apply_overrides(raw, absolute_paths({k.replace("__", "."): v for k, v in overrides.items()}))
+            raw = apply_overrides(
+                raw, absolute_paths({k.replace("__", "."): v for k, v in overrides.items()})
+            )
         return cls._from_raw(raw, base, registry, check_sources)
 
     @classmethod
@@ -135,10 +149,21 @@ class RunPlan:
         _fill_params(spec, student, teachers, losses)
         train_data, val_data, unlabeled = _resolve_sources(spec, check_sources)
         _check_optimizer(spec.train.optimizer)
-        return cls(task=spec.task, student=student, teachers=teachers, losses=losses,
-                   train_data=train_data, val_data=val_data, unlabeled=unlabeled, data=spec.data,
-                   train=spec.train, output=Path(spec.output), spec=spec, registry=registry,
-                   student_init=_init_of(spec.student.init))
+        return cls(
+            task=spec.task,
+            student=student,
+            teachers=teachers,
+            losses=losses,
+            train_data=train_data,
+            val_data=val_data,
+            unlabeled=unlabeled,
+            data=spec.data,
+            train=spec.train,
+            output=Path(spec.output),
+            spec=spec,
+            registry=registry,
+            student_init=_init_of(spec.student.init),
+        )
 
     # -- the run folder ---------------------------------------------------------------------
     def resolved(self) -> dict:
@@ -212,8 +237,10 @@ def _resolve_components(spec: RunSpec, registry: Registry):
         return Path(p) if p is not None else None
 
     student = resolve("student", "student", spec.student, checkpoint=path(spec.student.checkpoint))
-    teachers = [resolve(spec.teacher_location(i), "teacher", t, checkpoint=path(t.checkpoint), weight=t.weight)
-                for i, t in enumerate(spec.teachers)]
+    teachers = [
+        resolve(spec.teacher_location(i), "teacher", t, checkpoint=path(t.checkpoint), weight=t.weight)
+        for i, t in enumerate(spec.teachers)
+    ]
     losses = [resolve(f"losses[{i}]", "loss", loss, weight=loss.weight) for i, loss in enumerate(spec.losses)]
     if messages:
         raise spec_error(messages)
@@ -223,9 +250,9 @@ def _resolve_components(spec: RunSpec, registry: Registry):
 def _fill_params(spec: RunSpec, student: ComponentPlan, teachers, losses) -> None:
     """Writes the validated params (defaults filled in) back into the spec the plan keeps."""
     spec.student.params = student.params.model_dump(mode="json")
-    for tspec, comp in zip(spec.teachers, teachers):
+    for tspec, comp in zip(spec.teachers, teachers, strict=True):
         tspec.params = comp.params.model_dump(mode="json")
-    for lspec, comp in zip(spec.losses, losses):
+    for lspec, comp in zip(spec.losses, losses, strict=True):
         lspec.params = comp.params.model_dump(mode="json")
 
 

@@ -185,7 +185,9 @@ def load_plugins(entry_points: list[md.EntryPoint] | None = None) -> PluginSet:
             message = f"plugin {ep.name!r} ({dist} {version}) failed to load: {reason}"
             if _strict():
                 raise PluginError(message + " (KDCORE_STRICT_PLUGINS is set)") from exc
-            warnings.warn(message + "; it is skipped (`kdcore plugins` shows it)", PluginLoadWarning, stacklevel=2)
+            warnings.warn(
+                message + "; it is skipped (`kdcore plugins` shows it)", PluginLoadWarning, stacklevel=2
+            )
     return pset
 
 

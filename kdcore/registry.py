@@ -25,7 +25,9 @@ class Registration:
 
     kind: str
     name: str
-    cls: type[Any]  # a subclass of the kind's base (Student, Teacher, Loss, Adapter); their constructors differ
+    cls: type[
+        Any
+    ]  # a subclass of the kind's base (Student, Teacher, Loss, Adapter); their constructors differ
     plugin: str  # entry-point name ("kdcore" for the core's own components)
     distribution: str
     version: str
@@ -49,9 +51,7 @@ def validate_registration(kind: str, name: str, cls: object, aliases: tuple[str,
                 f"invalid {kind} name {n!r}: names are lowercase letters, digits and single dashes"
             )
     if not (isinstance(cls, type) and issubclass(cls, base)):
-        raise PluginError(
-            f"{kind} {name!r}: {cls!r} is not a subclass of kdcore.{base.__name__}"
-        )
+        raise PluginError(f"{kind} {name!r}: {cls!r} is not a subclass of kdcore.{base.__name__}")
     params = getattr(cls, "Params", None)
     if not (isinstance(params, type) and issubclass(params, pydantic.BaseModel)):
         raise PluginError(f"{kind} {name!r}: {cls.__name__}.Params must be a pydantic model")
@@ -61,9 +61,7 @@ def validate_registration(kind: str, name: str, cls: object, aliases: tuple[str,
 class Registry:
     """All registered components of every kind, indexed by name and alias."""
 
-    entries: dict[str, list[Registration]] = field(
-        default_factory=lambda: {k: [] for k in COMPONENT_KINDS}
-    )
+    entries: dict[str, list[Registration]] = field(default_factory=lambda: {k: [] for k in COMPONENT_KINDS})
 
     def add(self, reg: Registration) -> None:
         self.entries[reg.kind].append(reg)

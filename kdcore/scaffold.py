@@ -68,7 +68,11 @@ def _check(name: str, kind: str, dest: Path) -> Path:
 
 def _template(rel: str) -> str:
     """A template file of the package data folder ``kdcore/templates/new-plugin``."""
-    return resources.files("kdcore").joinpath("templates", "new-plugin", *rel.split("/")).read_text(encoding="utf-8")
+    return (
+        resources.files("kdcore")
+        .joinpath("templates", "new-plugin", *rel.split("/"))
+        .read_text(encoding="utf-8")
+    )
 
 
 def plugin_files(name: str, kind: str) -> dict[str, str]:
@@ -101,7 +105,8 @@ def plugin_files(name: str, kind: str) -> dict[str, str]:
         ".gitignore": _template("gitignore.tmpl"),
         f"src/{pkg}/__init__.py": fill(_template("__init__.py.tmpl")),
         f"src/{pkg}/plugin.py": fill(_template(f"{kind}/plugin.py.tmpl")),
-        "tests/test_plugin.py": fill(_template("test_header.py.tmpl")) + fill(_template(f"{kind}/tests.py.tmpl")),
+        "tests/test_plugin.py": fill(_template("test_header.py.tmpl"))
+        + fill(_template(f"{kind}/tests.py.tmpl")),
     }
 
 

@@ -9,7 +9,7 @@ import os
 import re
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import pydantic
 from pydantic import ConfigDict, Discriminator, Field, Tag
@@ -44,7 +44,7 @@ def _source_tag(value: Any) -> str:
 
 
 DataSource = Annotated[
-    Union[Annotated[str, Tag("path")], Annotated[PairedFolders, Tag("paired")]],
+    Annotated[str, Tag("path")] | Annotated[PairedFolders, Tag("paired")],
     Discriminator(_source_tag),
 ]
 
@@ -54,7 +54,9 @@ class DataSpec(_Strict):
         description="'builtin:NAME', a folder of images, or {'input': FOLDER, 'target': FOLDER}"
     )
     val: DataSource = Field(default=DEFAULT_VAL, description="validation images, same forms as train")
-    patch_size: int = Field(default=64, ge=16, description="side of the high-resolution training patch, in pixels")
+    patch_size: int = Field(
+        default=64, ge=16, description="side of the high-resolution training patch, in pixels"
+    )
     batch_size: int = Field(default=8, ge=1, description="patches per training step")
     workers: int = Field(default=0, ge=0, description="data-loading worker processes")
     augment: bool = Field(default=True, description="random flips and 90° rotations")
@@ -64,9 +66,11 @@ class DataSpec(_Strict):
         "for sr their crops are extra low-resolution inputs ('zoom-in' data upcycling)",
     )
     unlabeled_ratio: float = Field(
-        default=0.5, ge=0, lt=1,
+        default=0.5,
+        ge=0,
+        lt=1,
         description="fraction of each batch drawn from data.unlabeled (when given); round(batch_size × ratio) "
-        "must leave at least one labelled and one unlabelled row per batch"
+        "must leave at least one labelled and one unlabelled row per batch",
     )
 
 
@@ -102,14 +106,21 @@ class TrainSpec(_Strict):
     steps: int = Field(default=1000, ge=1, description="optimizer steps")
     lr: float = Field(default=5e-4, gt=0, description="peak learning rate")
     seed: int = Field(default=0, ge=0, description="seed of python, numpy, torch and the data order")
-    optimizer: str = Field(default="adamw", description="a timm optimizer name (timm.optim.list_optimizers())")
+    optimizer: str = Field(
+        default="adamw", description="a timm optimizer name (timm.optim.list_optimizers())"
+    )
     weight_decay: float = Field(default=0.0, ge=0)
-    schedule: Literal["cosine", "constant"] = Field(default="cosine", description="learning-rate schedule (timm)")
+    schedule: Literal["cosine", "constant"] = Field(
+        default="cosine", description="learning-rate schedule (timm)"
+    )
     warmup_steps: int = Field(default=0, ge=0)
     grad_clip: float | None = Field(default=None, gt=0, description="clip the gradient norm to this value")
-    eval_every: int = Field(default=0, ge=0, description="evaluate on data.val every N steps (0: at the end only)")
+    eval_every: int = Field(
+        default=0, ge=0, description="evaluate on data.val every N steps (0: at the end only)"
+    )
     checkpoint_every: int = Field(
-        default=DEFAULT_CHECKPOINT_EVERY, ge=0,
+        default=DEFAULT_CHECKPOINT_EVERY,
+        ge=0,
         description=f"write a resumable checkpoint every N steps (default {DEFAULT_CHECKPOINT_EVERY}, so that even "
         "a killed run can --resume; 0: at the end only)",
     )
@@ -122,10 +133,17 @@ class TrainSpec(_Strict):
     amp: Literal["auto", "off", "bf16"] = Field(
         default="auto", description="bf16 autocast for the student and losses ('auto': on CUDA only)"
     )
-    ema: float | None = Field(default=None, gt=0, lt=1, description="decay of an exponential moving average of the student (e.g. 0.999)")
+    ema: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="decay of an exponential moving average of the student (e.g. 0.999)",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto")
     latency_input: list[Annotated[int, Field(ge=8)]] | None = Field(
-        default=None, min_length=2, max_length=2,
+        default=None,
+        min_length=2,
+        max_length=2,
         description="[height, width] of the input on which latency is measured (e.g. [540, 960]: a 1080p "
         "output at ×2); absent: the first validation image",
     )
@@ -154,7 +172,7 @@ def _teacher_tag(value: Any) -> str:
 
 
 TeacherField = Annotated[
-    Union[Annotated[TeacherSpec, Tag("one")], Annotated[list[TeacherSpec], Tag("many")]],
+    Annotated[TeacherSpec, Tag("one")] | Annotated[list[TeacherSpec], Tag("many")],
     Discriminator(_teacher_tag),
 ]
 
@@ -193,6 +211,7 @@ class RunSpec(_Strict):
 
 
 # -- error formatting -------------------------------------------------------------------------
+
 
 def format_loc(loc: typing.Iterable[Any], prefix: str = "") -> str:
     out = prefix
@@ -251,7 +270,7 @@ def errors_to_messages(
         else:
             msg = err["msg"]
             if msg.startswith("Value error, "):
-                msg = msg[len("Value error, "):]
+                msg = msg[len("Value error, ") :]
             messages.append(f"{where}: {msg}")
     # a union reports one error per member; keep each message once
     return list(dict.fromkeys(messages))
@@ -268,6 +287,7 @@ def spec_error(messages: list[str]) -> SpecError:
 
 # -- reading ----------------------------------------------------------------------------------
 
+
 def read_spec_file(path: str | os.PathLike) -> dict:
     path = Path(path)
     try:
@@ -279,7 +299,9 @@ def read_spec_file(path: str | os.PathLike) -> dict:
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise SpecError(f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+        raise SpecError(
+            f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        ) from None
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: the spec must be a JSON object ({{...}}), not {type(raw).__name__}")
     return raw
@@ -298,6 +320,7 @@ def load_raw(spec: dict | str | os.PathLike | RunSpec) -> tuple[dict, Path]:
 
 
 # -- overrides --------------------------------------------------------------------------------
+
 
 def parse_set(items: typing.Iterable[str]) -> dict[str, Any]:
     """``KEY=VALUE`` strings (VALUE parsed as JSON when it is JSON, else kept as a string)."""
@@ -366,6 +389,7 @@ def _check_override_path(key: str, parts: list[str]) -> None:
 
 # -- validation -------------------------------------------------------------------------------
 
+
 def parse(raw: dict, base_dir: Path) -> RunSpec:
     """Schema-level validation (no registry): types, ranges, unknown keys."""
     try:
@@ -382,11 +406,15 @@ def parse(raw: dict, base_dir: Path) -> RunSpec:
     if spec.student.init is not None and spec.student.checkpoint is not None:
         messages.append("student.init: give student.init or student.checkpoint, not both")
     if spec.student.init == "teacher" and not spec.teachers:
-        messages.append("student.init: 'teacher' needs a teacher; add one under 'teacher' or remove student.init")
+        messages.append(
+            "student.init: 'teacher' needs a teacher; add one under 'teacher' or remove student.init"
+        )
     if spec.train.baselines and not spec.teachers:
-        messages.append("train.baseline: a baseline without the teacher needs a run with a teacher to compare with")
+        messages.append(
+            "train.baseline: a baseline without the teacher needs a run with a teacher to compare with"
+        )
     if "init-only" in spec.train.baselines and spec.student.init != "teacher":
-        messages.append("train.baseline: 'init-only' needs \"student\": {\"init\": \"teacher\"}")
+        messages.append('train.baseline: \'init-only\' needs "student": {"init": "teacher"}')
     if messages:
         raise spec_error(messages)
     _resolve_paths(spec)
@@ -409,13 +437,17 @@ def _check_batch_split(data: DataSpec) -> list[str]:
         fix = "set data.batch_size to 2 or more (e.g. 2 with data.unlabeled_ratio 0.5)"
     else:
         fix = f"with data.batch_size {bs}, give a data.unlabeled_ratio between {1 / bs:.3g} and {(bs - 1) / bs:.3g}"
-    return [f"data.unlabeled_ratio: {data.unlabeled_ratio} of data.batch_size {bs} gives {bs - n_u} labelled and "
-            f"{n_u} unlabelled rows per batch; each needs at least 1: {fix}"]
+    return [
+        f"data.unlabeled_ratio: {data.unlabeled_ratio} of data.batch_size {bs} gives {bs - n_u} labelled and "
+        f"{n_u} unlabelled rows per batch; each needs at least 1: {fix}"
+    ]
 
 
 #: --set keys whose values are paths (a trailing ".N" index or ".input"/".target" may follow)
-PATH_KEYS = re.compile(r"^(output|data\.(train|val|unlabeled)(\.\d+|\.input|\.target)?|"
-                       r"student\.(checkpoint|init)|teacher(\.\d+)?\.checkpoint)$")
+PATH_KEYS = re.compile(
+    r"^(output|data\.(train|val|unlabeled)(\.\d+|\.input|\.target)?|"
+    r"student\.(checkpoint|init)|teacher(\.\d+)?\.checkpoint)$"
+)
 
 
 def absolute_paths(overrides: dict[str, Any], cwd: Path | None = None) -> dict[str, Any]:
@@ -437,8 +469,10 @@ def absolute_paths(overrides: dict[str, Any], cwd: Path | None = None) -> dict[s
             return {k: fix(key, v) for k, v in value.items()}
         return value
 
-    return {k: fix(k.replace("__", "."), v) if PATH_KEYS.match(k.replace("__", ".")) else v
-            for k, v in overrides.items()}
+    return {
+        k: fix(k.replace("__", "."), v) if PATH_KEYS.match(k.replace("__", ".")) else v
+        for k, v in overrides.items()
+    }
 
 
 def _resolve(base: Path, value: str) -> str:
@@ -454,7 +488,9 @@ def _resolve_paths(spec: RunSpec) -> None:
             src.target = _resolve(base, src.target)
         elif not src.startswith(BUILTIN_PREFIX):
             setattr(spec.data, key, _resolve(base, src))
-    spec.data.unlabeled = [u if u.startswith(BUILTIN_PREFIX) else _resolve(base, u) for u in spec.data.unlabeled]
+    spec.data.unlabeled = [
+        u if u.startswith(BUILTIN_PREFIX) else _resolve(base, u) for u in spec.data.unlabeled
+    ]
     comps: list[StudentSpec | TeacherSpec] = [spec.student, *spec.teachers]
     for comp in comps:
         if comp.checkpoint is not None:
@@ -465,6 +501,7 @@ def _resolve_paths(spec: RunSpec) -> None:
 
 
 # -- JSON schema ------------------------------------------------------------------------------
+
 
 def json_schema(registry: Registry) -> dict:
     """The spec's JSON Schema, with each installed component's params schema selected by name."""
@@ -505,7 +542,11 @@ def _hoist(sub: dict, defs: dict, prefix: str) -> dict:
     def rewrite(node: Any) -> Any:
         if isinstance(node, dict):
             return {
-                k: (f"#/$defs/{prefix}{v.split('/')[-1]}" if k == "$ref" and isinstance(v, str) else rewrite(v))
+                k: (
+                    f"#/$defs/{prefix}{v.split('/')[-1]}"
+                    if k == "$ref" and isinstance(v, str)
+                    else rewrite(v)
+                )
                 for k, v in node.items()
             }
         if isinstance(node, list):

@@ -77,15 +77,18 @@ def _tasks_for(kind: str, cls: type) -> list:
 def _tiny_model(gen):
     import torch
 
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 3, 1))
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 3, 1)
+    )
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
     return model
 
 
-def check_component(kind: str, name: str, params: dict | None = None, *, size: int = 24,
-                    export: bool = False) -> None:
+def check_component(
+    kind: str, name: str, params: dict | None = None, *, size: int = 24, export: bool = False
+) -> None:
     """Conformance: builds from default params, runs a tiny CPU batch, checks what must hold.
 
     Models: output shape B×3×(h·s)×(w·s) and range [0, 1], finite. Losses: a finite scalar with a
@@ -117,20 +120,32 @@ def check_component(kind: str, name: str, params: dict | None = None, *, size: i
             assert y.shape == (2, 4, 8, 8), f"adapter {name}: shape {tuple(y.shape)}"
         elif kind == "loss":
             module = create(kind, name, params)
-            s_feats = {p: torch.rand(2, 4, 8, 8, generator=gen, requires_grad=True) for p in module.student_features()}
+            s_feats = {
+                p: torch.rand(2, 4, 8, 8, generator=gen, requires_grad=True)
+                for p in module.student_features()
+            }
             t_feats = {p: torch.rand(2, 6, 8, 8, generator=gen) for p in module.teacher_features()}
-            module.setup({k: v.shape for k, v in s_feats.items()}, {k: v.shape for k, v in t_feats.items()},
-                         adapter_factory(registry, f"loss {name}"))
+            module.setup(
+                {k: v.shape for k, v in s_feats.items()},
+                {k: v.shape for k, v in t_feats.items()},
+                adapter_factory(registry, f"loss {name}"),
+            )
             # a loss that reads the models is bound to a tiny student and a frozen teacher of one architecture
             student_model = _tiny_model(gen)
             module.bind(student_model, [_tiny_model(gen).eval().requires_grad_(False)])
             s = torch.rand(2, 3, size, size, generator=gen, requires_grad=True)
             t = torch.rand(2, 3, size, size, generator=gen)
-            value = module(ModelOutput(image=s, features=s_feats), ModelOutput(image=t, features=t_feats), t.clone())
+            value = module(
+                ModelOutput(image=s, features=s_feats), ModelOutput(image=t, features=t_feats), t.clone()
+            )
             assert value.ndim == 0 and torch.isfinite(value), f"loss {name}: {value}"
             value.backward()
-            grads = [t.grad for t in (s, *s_feats.values(), *student_model.parameters()) if t.grad is not None]
-            assert grads and all(torch.isfinite(g).all() for g in grads), f"loss {name}: no gradient on the student"
+            grads = [
+                t.grad for t in (s, *s_feats.values(), *student_model.parameters()) if t.grad is not None
+            ]
+            assert grads and all(torch.isfinite(g).all() for g in grads), (
+                f"loss {name}: no gradient on the student"
+            )
         else:
             module = create(kind, name, params, task).eval()
             example = getattr(type(module), "example_checkpoint", None)
@@ -143,7 +158,9 @@ def check_component(kind: str, name: str, params: dict | None = None, *, size: i
             with torch.no_grad():
                 y = as_output(module(x)).image
             expected = (2, 3, size * task.scale, size * task.scale)
-            assert tuple(y.shape) == expected, f"{kind} {name} ({task.kind}): shape {tuple(y.shape)} != {expected}"
+            assert tuple(y.shape) == expected, (
+                f"{kind} {name} ({task.kind}): shape {tuple(y.shape)} != {expected}"
+            )
             assert torch.isfinite(y).all(), f"{kind} {name}: non-finite output"
             assert y.min() >= 0 and y.max() <= 1, f"{kind} {name}: output outside [0, 1]"
             if export:
@@ -164,8 +181,9 @@ def _check_export(module, task, label: str, size: int) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            report = export_student(module, task, Path(tmp) / "model.onnx", name=label,
-                                    sizes=((1, 37, 53), (2, size, size)))
+            report = export_student(
+                module, task, Path(tmp) / "model.onnx", name=label, sizes=((1, 37, 53), (2, size, size))
+            )
         except ExportError as exc:
             raise AssertionError(f"{label} ({task.kind}): {exc}") from None
     assert report["passed"], f"{label}: export not verified"

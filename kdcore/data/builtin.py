@@ -60,14 +60,13 @@ def photo_folder() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "data"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _photo_pixels(name: str) -> np.ndarray:
     """The decoded photo as an 8-bit H×W×3 array (cached; read-only)."""
     path = photo_folder() / PHOTO_FILES[name]
     if not path.is_file():
         raise DataError(
-            f"built-in photo {name!r} is missing ({path}); reinstall scikit-image "
-            "(its wheel ships this file)"
+            f"built-in photo {name!r} is missing ({path}); reinstall scikit-image (its wheel ships this file)"
         )
     pixels = torch.round(load_image(path) * 255.0).to(torch.uint8).permute(1, 2, 0).numpy()
     pixels = np.ascontiguousarray(pixels)

@@ -216,8 +216,6 @@ def upscale_bicubic(lr: torch.Tensor, scale: int) -> torch.Tensor:
     if scale == 1:
         high = batch.clone()
     else:
-        high = F.interpolate(
-            batch, size=(height * scale, width * scale), mode="bicubic", align_corners=False
-        )
+        high = F.interpolate(batch, size=(height * scale, width * scale), mode="bicubic", align_corners=False)
     high = high.clamp(0.0, 1.0)
     return high[0] if squeeze else high

@@ -25,9 +25,7 @@ MIN_PATCH_SIZE = 16
 def crop(t: torch.Tensor, y: int, x: int, h: int, w: int) -> torch.Tensor:
     """The ``h``×``w`` window at row ``y``, column ``x`` of the last two dimensions (a view)."""
     if y < 0 or x < 0 or y + h > t.shape[-2] or x + w > t.shape[-1]:
-        raise ValueError(
-            f"crop {h}×{w} at ({y}, {x}) does not fit in {t.shape[-2]}×{t.shape[-1]}"
-        )
+        raise ValueError(f"crop {h}×{w} at ({y}, {x}) does not fit in {t.shape[-2]}×{t.shape[-1]}")
     return t[..., y : y + h, x : x + w]
 
 
@@ -78,9 +76,7 @@ class PatchDataset(Dataset):
             raise DataError(f"{where}: no images to draw patches from")
         scale = task.scale
         if patch_size < 1 or patch_size % scale:
-            raise DataError(
-                f"data.patch_size: {patch_size} must be a positive multiple of the scale {scale}"
-            )
+            raise DataError(f"data.patch_size: {patch_size} must be a positive multiple of the scale {scale}")
         if length < 0:
             raise ValueError(f"length must not be negative, got {length}")
         self.pairs = list(pairs)
@@ -94,7 +90,9 @@ class PatchDataset(Dataset):
             height, width = pair.input.shape[-2:]
             if height < self.input_patch or width < self.input_patch:
                 largest = min(height, width) * scale
-                fix = (f"a smaller data.patch_size (at most {largest}) or " if largest >= MIN_PATCH_SIZE else "")
+                fix = (
+                    f"a smaller data.patch_size (at most {largest}) or " if largest >= MIN_PATCH_SIZE else ""
+                )
                 raise DataError(
                     f"{where}: image {pair.name!r} (input {width}×{height}) is smaller than the "
                     f"input patch {self.input_patch}×{self.input_patch} (data.patch_size "
@@ -140,8 +138,9 @@ class PatchDataset(Dataset):
         side, scale = self.input_patch, self.task.scale
         sample: dict = {
             # clone: never hand out a view of (and so pickle) the whole image
-            "input": apply_aug(crop(pair.input, where.y, where.x, side, side), where.aug)
-            .clone(memory_format=torch.contiguous_format),
+            "input": apply_aug(crop(pair.input, where.y, where.x, side, side), where.aug).clone(
+                memory_format=torch.contiguous_format
+            ),
             "index": index,
             "image": where.image,
             "crop": torch.tensor([where.y, where.x]),

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 import torch
@@ -75,9 +75,7 @@ def _make_pair(name: str, image: torch.Tensor, task: Task, origin: str, where: s
         return ImagePair(name, image, None)
     target = crop_to_multiple(image, task.scale)
     if target.shape[-2] == 0 or target.shape[-1] == 0:
-        raise DataError(
-            f"{where}: image {origin} ({_size(image)}) is smaller than the scale {task.scale}"
-        )
+        raise DataError(f"{where}: image {origin} ({_size(image)}) is smaller than the scale {task.scale}")
     target = target.contiguous()
     return ImagePair(name, downscale(target, task.scale), target)
 
@@ -133,12 +131,16 @@ class BuiltinSource(DataSource):
     def check(self) -> None:
         if self.name not in BUILTIN_DATASETS:
             valid = ", ".join(BUILTIN_PREFIX + n for n in BUILTIN_DATASETS)
-            raise DataError(f"{self.where}: unknown built-in data {BUILTIN_PREFIX + self.name!r}; valid: {valid}")
+            raise DataError(
+                f"{self.where}: unknown built-in data {BUILTIN_PREFIX + self.name!r}; valid: {valid}"
+            )
 
     def load(self, task: Task) -> list[ImagePair]:
         spelled = BUILTIN_PREFIX + self.name
-        return [_make_pair(name, image, task, f"{spelled}/{name}", self.where)
-                for name, image in load_builtin(spelled, where=self.where)]
+        return [
+            _make_pair(name, image, task, f"{spelled}/{name}", self.where)
+            for name, image in load_builtin(spelled, where=self.where)
+        ]
 
     def to_spec(self) -> str:
         return BUILTIN_PREFIX + self.name
@@ -158,9 +160,16 @@ class FolderSource(DataSource):
         """One pair per image, named by its stem (by its file name when two images share a stem)."""
         files = list_image_files(self.path, where=self.where)
         stems = [path.stem for path in files]
-        return [_make_pair(path.stem if stems.count(path.stem) == 1 else path.name, _load(path, self.where),
-                           task, str(path), self.where)
-                for path in files]
+        return [
+            _make_pair(
+                path.stem if stems.count(path.stem) == 1 else path.name,
+                _load(path, self.where),
+                task,
+                str(path),
+                self.where,
+            )
+            for path in files
+        ]
 
     def to_spec(self) -> str:
         return str(self.path)
@@ -176,7 +185,9 @@ class PairedSource(DataSource):
 
     def _matched(self) -> tuple[dict[str, Path], dict[str, Path]]:
         inputs = _by_stem(list_image_files(self.input, where=f"{self.where}.input"), self.input, self.where)
-        targets = _by_stem(list_image_files(self.target, where=f"{self.where}.target"), self.target, self.where)
+        targets = _by_stem(
+            list_image_files(self.target, where=f"{self.where}.target"), self.target, self.where
+        )
         only_input = sorted(set(inputs) - set(targets))
         only_target = sorted(set(targets) - set(inputs))
         if only_input or only_target:
@@ -185,7 +196,9 @@ class PairedSource(DataSource):
                 problems.append(f"no target in {self.target} for: {_listed(only_input)}")
             if only_target:
                 problems.append(f"no input in {self.input} for: {_listed(only_target)}")
-            raise DataError(f"{self.where}: unmatched images ({'; '.join(problems)}); pairs are matched by file name")
+            raise DataError(
+                f"{self.where}: unmatched images ({'; '.join(problems)}); pairs are matched by file name"
+            )
         return inputs, targets
 
     def check(self) -> None:
@@ -202,7 +215,9 @@ class PairedSource(DataSource):
             high = _load(targets[stem], self.where)
             expected = (low.shape[-2] * task.scale, low.shape[-1] * task.scale)
             if tuple(high.shape[-2:]) != expected:
-                relation = f"{task.scale}× the input size" if task.kind == "sr" else "the same size as the input"
+                relation = (
+                    f"{task.scale}× the input size" if task.kind == "sr" else "the same size as the input"
+                )
                 raise DataError(
                     f"{self.where}: target {targets[stem]} is {_size(high)} but input {inputs[stem]} is "
                     f"{_size(low)}; the target must be {relation} ({expected[1]}×{expected[0]})"
@@ -238,11 +253,14 @@ class UnlabeledSource(DataSource):
         return self.images.to_spec()
 
 
-def source_from_spec(value: Source | DataSource | PairedFolders, *, where: str, base: Path | None = None) -> DataSource:
+def source_from_spec(
+    value: Source | DataSource | PairedFolders, *, where: str, base: Path | None = None
+) -> DataSource:
     """The source a spec value names: ``builtin:NAME``, a folder, or ``{"input", "target"}`` folders.
 
     Relative folders are resolved against ``base`` (the folder of the spec file).
     """
+
     def folder(p: str | os.PathLike) -> Path:
         path = Path(p).expanduser()
         return (base / path).resolve() if base is not None else path.resolve()
@@ -259,11 +277,11 @@ def source_from_spec(value: Source | DataSource | PairedFolders, *, where: str, 
             )
         return PairedSource(folder(value["input"]), folder(value["target"]), where=where)
     if isinstance(value, str) and value.startswith(BUILTIN_PREFIX):
-        return BuiltinSource(value[len(BUILTIN_PREFIX):], where=where)
+        return BuiltinSource(value[len(BUILTIN_PREFIX) :], where=where)
     if isinstance(value, (str, os.PathLike)):
         return FolderSource(folder(value), where=where)
     raise DataError(
-        f"{where}: expected 'builtin:NAME', a folder, or {{\"input\": FOLDER, \"target\": FOLDER}}, "
+        f'{where}: expected \'builtin:NAME\', a folder, or {{"input": FOLDER, "target": FOLDER}}, '
         f"got {type(value).__name__}"
     )
 

@@ -9,13 +9,13 @@ from typing import cast
 
 import torch
 
+from kdcore.engine.checkpoints import load_weights, weights_path
+from kdcore.engine.taps import FeatureTaps
 from kdcore.errors import SpecError
 from kdcore.interfaces import AdapterFactory, Loss, ModelOutput, Student, Teacher, as_output
 from kdcore.plan import ComponentPlan, RunPlan, build_component
 from kdcore.registry import Registry
 from kdcore.spec import spec_error
-from kdcore.engine.checkpoints import load_weights, weights_path
-from kdcore.engine.taps import FeatureTaps
 
 
 class SpecWarning(UserWarning):
@@ -29,7 +29,9 @@ def adapter_factory(registry: Registry, loss_where: str) -> AdapterFactory:
             where = f"{loss_where}.{where}"
         reg = registry.lookup("adapter", name, where=where)
         try:
-            return build_component(reg, params, None, where=where, in_channels=in_channels, out_channels=out_channels)
+            return build_component(
+                reg, params, None, where=where, in_channels=in_channels, out_channels=out_channels
+            )
         except SpecError as exc:
             if str(exc).startswith(where):
                 raise
@@ -106,7 +108,9 @@ def build_run(plan: RunPlan, device: torch.device, *, for_run: bool) -> BuiltRun
     )
     _check_loss_needs(plan, losses)
     run.run_teacher = bool(teachers) and (
-        any(loss.uses_teacher() for loss in cast("Iterable[Loss]", losses)) or not plan.has_targets() or bool(plan.unlabeled)
+        any(loss.uses_teacher() for loss in cast("Iterable[Loss]", losses))
+        or not plan.has_targets()
+        or bool(plan.unlabeled)
     )
     _setup_taps_and_adapters(plan, run)
     run = _to(run, device)
@@ -128,7 +132,9 @@ def bind_losses(plan: RunPlan, run: BuiltRun) -> list[str]:
             head, sep, rest = message.partition(": ")
             if sep and head.startswith("params"):  # "params.KEY: ..." names the key itself
                 where, message = f"{where}.{head}", rest
-            models = ", ".join([f"student {plan.student.name!r}"] + [f"{t.where} {t.name!r}" for t in plan.teachers])
+            models = ", ".join(
+                [f"student {plan.student.name!r}"] + [f"{t.where} {t.name!r}" for t in plan.teachers]
+            )
             raise SpecError(f"{where}: {message} ({models})") from None
         if note:
             notes.append(f"losses[{i}]: {note}")
@@ -184,7 +190,9 @@ def copy_matching(student: torch.nn.Module, source: dict[str, torch.Tensor]) -> 
     return copied, [k for k in own if k not in set(copied)]
 
 
-def init_student(student: torch.nn.Module, plan: RunPlan, teachers: list[torch.nn.Module], for_run: bool) -> str:
+def init_student(
+    student: torch.nn.Module, plan: RunPlan, teachers: list[torch.nn.Module], for_run: bool
+) -> str:
     """``student.init``: copies the matching tensors of the teacher or a weights file; says how many."""
     from kdcore.engine.checkpoints import read_weights
 
@@ -201,11 +209,16 @@ def init_student(student: torch.nn.Module, plan: RunPlan, teachers: list[torch.n
     copied, rest = copy_matching(student, source)
     total = len(copied) + len(rest)
     if not copied:
-        warnings.warn(f"student.init: no tensor of {origin} matches the student {plan.student.name!r} by name "
-                      "and shape; the student keeps its random initialisation", InitWarning, stacklevel=3)
+        warnings.warn(
+            f"student.init: no tensor of {origin} matches the student {plan.student.name!r} by name "
+            "and shape; the student keeps its random initialisation",
+            InitWarning,
+            stacklevel=3,
+        )
     shown = ", ".join(rest[:6]) + (f" and {len(rest) - 6} more" if len(rest) > 6 else "")
-    return (f"student.init: copied {len(copied)} of {total} student tensors from {origin}"
-            + (f"; not copied: {shown}" if rest else ""))
+    return f"student.init: copied {len(copied)} of {total} student tensors from {origin}" + (
+        f"; not copied: {shown}" if rest else ""
+    )
 
 
 def _load_teacher(teacher, comp: ComponentPlan, for_run: bool) -> None:
@@ -237,11 +250,13 @@ def _check_loss_needs(plan: RunPlan, losses: torch.nn.ModuleList) -> None:
         if not plan.teachers and loss.requires_teacher():
             messages.append(f"{comp.where}: loss {comp.name!r} needs a teacher; add one under 'teacher'")
     if plan.unlabeled and not plan.teachers:
-        messages.append("data.unlabeled: unlabelled images are learnt from a teacher; add one under 'teacher'")
+        messages.append(
+            "data.unlabeled: unlabelled images are learnt from a teacher; add one under 'teacher'"
+        )
     if not plan.teachers and not plan.has_targets():
         messages.append(
             "data.train: an 'enhance' run on a plain folder has no targets; give "
-            "{\"input\": FOLDER, \"target\": FOLDER} or a teacher (e.g. an operator teacher such as 'clahe')"
+            '{"input": FOLDER, "target": FOLDER} or a teacher (e.g. an operator teacher such as \'clahe\')'
         )
     if messages:
         raise spec_error(messages)
@@ -252,8 +267,10 @@ def split_teacher_path(path: str, n_teachers: int, where: str) -> tuple[int, str
     head, sep, rest = path.partition("/")
     if sep and head.isdigit():
         if int(head) >= n_teachers:
-            raise SpecError(f"{where}: {path!r} names teacher {head}, but the spec has {n_teachers} teacher(s); "
-                            f"teacher indices start at 0 (0 to {n_teachers - 1})")
+            raise SpecError(
+                f"{where}: {path!r} names teacher {head}, but the spec has {n_teachers} teacher(s); "
+                f"teacher indices start at 0 (0 to {n_teachers - 1})"
+            )
         return int(head), rest
     return 0, path
 
@@ -264,11 +281,14 @@ def _setup_taps_and_adapters(plan: RunPlan, run: BuiltRun) -> None:
     s_paths: list[str] = []
     t_paths: list[list[str]] = [[] for _ in run.teachers]
     for i, loss in enumerate(cast("Iterable[Loss]", run.losses)):
+
         def where(role: str, path: str, i: int = i, loss: Loss = loss) -> str:
             return f"losses[{i}].{loss.feature_where(role, path)}"
 
         for path in loss.student_features():
-            check_paths(run.student, [path], where=where("student", path), role=f"student {plan.student.name!r}")
+            check_paths(
+                run.student, [path], where=where("student", path), role=f"student {plan.student.name!r}"
+            )
         s_paths += loss.student_features()
         if loss.teacher_features() and not run.teachers:
             raise SpecError(f"losses[{i}]: compares teacher features but the spec has no teacher")
@@ -279,8 +299,10 @@ def _setup_taps_and_adapters(plan: RunPlan, run: BuiltRun) -> None:
             t_paths[t].append(module_path)
     if s_paths:
         run.student_taps = FeatureTaps(run.student, s_paths, where="losses", role="student")
-    run.teacher_taps = [FeatureTaps(t, p, where="losses", role="teacher") if p else None
-                        for t, p in zip(run.teachers, t_paths, strict=True)]
+    run.teacher_taps = [
+        FeatureTaps(t, p, where="losses", role="teacher") if p else None
+        for t, p in zip(run.teachers, t_paths, strict=True)
+    ]
     s_shapes: dict[str, torch.Size] = {}
     t_shapes: dict[str, torch.Size] = {}
     if s_paths or any(t_paths):

@@ -5,9 +5,10 @@ The engine never prints: everything a user sees during a run comes from these ev
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -64,4 +65,13 @@ class RunEnded:
 Event = RunStarted | StepEnded | Evaluated | CheckpointWritten | Message | RunEnded
 Callback = Callable[[Event], None]
 
-__all__ = ["Callback", "CheckpointWritten", "Evaluated", "Event", "Message", "RunEnded", "RunStarted", "StepEnded"]
+__all__ = [
+    "Callback",
+    "CheckpointWritten",
+    "Evaluated",
+    "Event",
+    "Message",
+    "RunEnded",
+    "RunStarted",
+    "StepEnded",
+]

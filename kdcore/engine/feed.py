@@ -22,7 +22,6 @@ from kdcore.metrics import SSIM_KERNEL
 from kdcore.plan import RunPlan
 from kdcore.spec import unlabeled_rows
 
-
 MIN_PATCH = MIN_PATCH_SIZE
 
 
@@ -76,7 +75,8 @@ def check_val_sizes(plan: RunPlan, pairs: list[ImagePair]) -> None:
         side_h, side_w = h * scale - 2 * border, w * scale - 2 * border
         if min(side_h, side_w) < SSIM_KERNEL:
             sizes = f"{min_input * scale}×{min_input * scale}" + (
-                f" (inputs {min_input}×{min_input})" if scale > 1 else "")
+                f" (inputs {min_input}×{min_input})" if scale > 1 else ""
+            )
             raise SpecError(
                 f"data.val: image {pair.name!r} of {plan.val_data.to_spec()} ({w * scale}×{h * scale}) is too small "
                 f"for SSIM: {max(side_w, 0)}×{max(side_h, 0)} after cropping the {border}-pixel border, and SSIM "
@@ -92,7 +92,7 @@ def _check_unlabeled_sizes(plan: RunPlan, pairs: list[ImagePair]) -> None:
         h, w = pair.input.shape[-2:]
         if min(h, w) < side:
             largest = min(h, w) * scale
-            fix = (f"a smaller data.patch_size (at most {largest}) or " if largest >= MIN_PATCH else "")
+            fix = f"a smaller data.patch_size (at most {largest}) or " if largest >= MIN_PATCH else ""
             raise SpecError(
                 f"data.unlabeled: image {pair.name!r} ({w}×{h}) is smaller than the input patch {side}×{side} "
                 f"(data.patch_size {patch} at ×{scale}; unlabelled images are inputs at their own resolution); "
@@ -119,7 +119,9 @@ class TrainingData:
         train = plan.train_data.load(plan.task)
         val = plan.val_data.load(plan.task)
         if not plan.teachers and any(p.target is None for p in val):
-            raise SpecError("data.val: these images have no targets and the spec has no teacher to measure against")
+            raise SpecError(
+                "data.val: these images have no targets and the spec has no teacher to measure against"
+            )
         return cls(plan, train, val, load_unlabeled(plan))
 
     def check(self, world: int) -> None:
@@ -132,22 +134,46 @@ class TrainingData:
         """The labelled patch dataset, and the unlabelled one when the batch has unlabelled rows."""
         plan, steps = self.plan, self.plan.train.steps
         n_l, n_u = batch_split(plan, world)
-        out = [PatchDataset(self.train_pairs, plan.task, plan.data.patch_size, length=steps * n_l,
-                            seed=plan.train.seed, augment=plan.data.augment, where="data.train")]
+        out = [
+            PatchDataset(
+                self.train_pairs,
+                plan.task,
+                plan.data.patch_size,
+                length=steps * n_l,
+                seed=plan.train.seed,
+                augment=plan.data.augment,
+                where="data.train",
+            )
+        ]
         if n_u:
             _check_unlabeled_sizes(plan, self.unlabeled_pairs)
-            out.append(PatchDataset(self.unlabeled_pairs, Task(kind="enhance"), plan.data.patch_size // plan.task.scale,
-                                    length=steps * n_u, seed=plan.train.seed + 1, augment=plan.data.augment,
-                                    where="data.unlabeled"))
+            out.append(
+                PatchDataset(
+                    self.unlabeled_pairs,
+                    Task(kind="enhance"),
+                    plan.data.patch_size // plan.task.scale,
+                    length=steps * n_u,
+                    seed=plan.train.seed + 1,
+                    augment=plan.data.augment,
+                    where="data.unlabeled",
+                )
+            )
         return out
 
     def loaders(self, start: int, rank: int, world: int, pin: bool) -> list[DataLoader]:
         n_l, n_u = batch_split(self.plan, world)
         return [
-            DataLoader(dataset, batch_size=size // world,
-                       sampler=StepSampler(start, self.plan.train.steps, size, rank, world),
-                       num_workers=self.plan.data.workers, worker_init_fn=_worker_init, pin_memory=pin)
-            for dataset, size in zip(self.datasets(world), (n_l, n_u), strict=False)  # no unlabelled one when n_u == 0
+            DataLoader(
+                dataset,
+                batch_size=size // world,
+                sampler=StepSampler(start, self.plan.train.steps, size, rank, world),
+                num_workers=self.plan.data.workers,
+                worker_init_fn=_worker_init,
+                pin_memory=pin,
+            )
+            for dataset, size in zip(
+                self.datasets(world), (n_l, n_u), strict=False
+            )  # no unlabelled one when n_u == 0
         ]
 
 
@@ -157,16 +183,22 @@ def teacher_caches(plan: RunPlan, run: BuiltRun, device: torch.device, data: Tra
         return None
     from kdcore.engine.teacher_cache import TeacherCache, teacher_key
 
-    description = {"teachers": [{"name": c.name, "params": c.params.model_dump(mode="json"), "weight": c.weight}
-                                for c in plan.teachers],
-                   "task": plan.task.model_dump()}
+    description = {
+        "teachers": [
+            {"name": c.name, "params": c.params.model_dump(mode="json"), "weight": c.weight}
+            for c in plan.teachers
+        ],
+        "task": plan.task.model_dump(),
+    }
     key = teacher_key(run.teachers, description)
 
     def image(x):
         return run.teacher_forward(x.to(device)).image
 
-    return [TeacherCache(plan.train.teacher_cache, image, pairs, plan.task.scale, key) if pairs else None
-            for pairs in (data.train_pairs, data.unlabeled_pairs)]
+    return [
+        TeacherCache(plan.train.teacher_cache, image, pairs, plan.task.scale, key) if pairs else None
+        for pairs in (data.train_pairs, data.unlabeled_pairs)
+    ]
 
 
 def cache_report(caches) -> dict | None:
@@ -175,8 +207,11 @@ def cache_report(caches) -> dict | None:
     if not used:
         return None
     stats = [c.stats() for c in used]
-    return {"mode": used[0].mode, "location": "memory" if used[0].mode == "memory" else str(used[0].folder),
-            **{k: sum(st[k] for st in stats) for k in ("hits", "misses", "entries", "bytes")}}
+    return {
+        "mode": used[0].mode,
+        "location": "memory" if used[0].mode == "memory" else str(used[0].folder),
+        **{k: sum(st[k] for st in stats) for k in ("hits", "misses", "entries", "bytes")},
+    }
 
 
 def step_inputs(batches, run: BuiltRun, caches, scale: int, device: torch.device):
@@ -190,8 +225,10 @@ def step_inputs(batches, run: BuiltRun, caches, scale: int, device: torch.device
     x = torch.cat(xs) if len(xs) > 1 else xs[0]
     t_out = None
     if caches is not None:
-        parts = [cache.batch(b["image"], b["crop"], b["aug"], b["input"].shape[-1] * scale)
-                 for cache, b in zip(caches, batches, strict=False)]  # one batch without unlabelled rows
+        parts = [
+            cache.batch(b["image"], b["crop"], b["aug"], b["input"].shape[-1] * scale)
+            for cache, b in zip(caches, batches, strict=False)
+        ]  # one batch without unlabelled rows
         t_out = ModelOutput(image=torch.cat(parts).to(device))
     elif run.run_teacher:
         t_out = run.teacher_forward(x)
@@ -200,7 +237,7 @@ def step_inputs(batches, run: BuiltRun, caches, scale: int, device: torch.device
         target = labelled["target"].to(device, non_blocking=True)
         if len(batches) > 1:
             assert t_out is not None  # unlabelled rows come with a teacher (the plan checks it)
-            target = torch.cat([target, t_out.image[len(target):]])
+            target = torch.cat([target, t_out.image[len(target) :]])
     else:
         assert t_out is not None  # rows without targets come with a teacher (the plan checks it)
         target = t_out.image

@@ -13,8 +13,15 @@ from kdcore.plan import SPEC_FILE, RunPlan
 from kdcore.spec import read_spec_file
 
 #: keys that do not change what a run computes: a resumed run may change them
-RESUME_FREE_KEYS = {("train", "eval_every"), ("train", "checkpoint_every"), ("train", "log_every"),
-                    ("data", "workers"), ("train", "device"), ("train", "baseline"), ("plugins",)}
+RESUME_FREE_KEYS = {
+    ("train", "eval_every"),
+    ("train", "checkpoint_every"),
+    ("train", "log_every"),
+    ("data", "workers"),
+    ("train", "device"),
+    ("train", "baseline"),
+    ("plugins",),
+}
 
 
 def diff_keys(a: Any, b: Any, path: tuple = ()) -> list[str]:
@@ -48,7 +55,8 @@ def prepare_output(plan: RunPlan, *, resume: bool, overwrite: bool) -> Path:
         if differing:
             raise SpecError(
                 "--resume: the spec differs from the interrupted run's in "
-                + ", ".join(differing[:8]) + "; restore those keys or start a new output folder"
+                + ", ".join(differing[:8])
+                + "; restore those keys or start a new output folder"
             )
         return out
     if out.exists() and any(out.iterdir()):

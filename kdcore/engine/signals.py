@@ -29,5 +29,3 @@ class StopSignals:
 
         for sig, old in self._old.items():
             signal.signal(sig, old)
-
-

@@ -16,8 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -99,7 +99,9 @@ class TeacherCache:
             size = sum(t.numel() * t.element_size() for t in self._memory.values())
         return {"hits": self.hits, "misses": self.misses, "entries": len(self._memory), "bytes": size}
 
-    def batch(self, images: torch.Tensor, crops: torch.Tensor, augs: torch.Tensor, patch_size: int) -> torch.Tensor:
+    def batch(
+        self, images: torch.Tensor, crops: torch.Tensor, augs: torch.Tensor, patch_size: int
+    ) -> torch.Tensor:
         """Targets for a batch, given each sample's image index, crop (input pixels) and augmentation."""
         s = self.scale
         out = [

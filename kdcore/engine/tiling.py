@@ -22,7 +22,9 @@ def _valid(starts: list[int], i: int, tile: int, size: int, margin: int) -> tupl
 
 
 @torch.inference_mode()
-def run_tiled(model: torch.nn.Module, x: torch.Tensor, scale: int, tile: int = 512, overlap: int = 32) -> torch.Tensor:
+def run_tiled(
+    model: torch.nn.Module, x: torch.Tensor, scale: int, tile: int = 512, overlap: int = 32
+) -> torch.Tensor:
     """``model(x)`` computed on ``tile``×``tile`` input tiles that overlap by ``overlap`` pixels.
 
     Each tile keeps its centre (half the overlap is dropped on every side facing another tile), so
@@ -43,11 +45,11 @@ def run_tiled(model: torch.nn.Module, x: torch.Tensor, scale: int, tile: int = 5
         y_lo, y_hi = _valid(ys, i, tile, h, margin)
         for j, x0 in enumerate(xs):
             x_lo, x_hi = _valid(xs, j, tile, w, margin)
-            piece = as_output(model(x[:, :, y:y + min(tile, h), x0:x0 + min(tile, w)])).image
+            piece = as_output(model(x[:, :, y : y + min(tile, h), x0 : x0 + min(tile, w)])).image
             if out is None:
                 out = piece.new_zeros(b, piece.shape[1], h * scale, w * scale)
-            out[:, :, y_lo * scale:y_hi * scale, x_lo * scale:x_hi * scale] = piece[
-                :, :, (y_lo - y) * scale:(y_hi - y) * scale, (x_lo - x0) * scale:(x_hi - x0) * scale
+            out[:, :, y_lo * scale : y_hi * scale, x_lo * scale : x_hi * scale] = piece[
+                :, :, (y_lo - y) * scale : (y_hi - y) * scale, (x_lo - x0) * scale : (x_hi - x0) * scale
             ]
     assert out is not None  # there is at least one tile
     return out

@@ -17,7 +17,6 @@ import torch
 
 from kdcore.engine.build import BuiltRun, build_run
 from kdcore.engine.checkpoints import STATE, WEIGHTS, load_state, save_state, save_weights
-from kdcore.files import atomic_write
 from kdcore.engine.distributed import barrier, init_distributed
 from kdcore.engine.evaluate import evaluate
 from kdcore.engine.events import (
@@ -38,6 +37,7 @@ from kdcore.engine.signals import StopSignals
 from kdcore.engine.summary import run_summary
 from kdcore.engine.watch import SilentDistillationWatch
 from kdcore.errors import Interrupted, SpecError, TrainingError
+from kdcore.files import atomic_write
 from kdcore.interfaces import Loss
 from kdcore.losses import uses_teacher
 from kdcore.plan import RunPlan
@@ -47,7 +47,9 @@ from kdcore.spec import DEFAULT_VAL
 def pick_device(choice: str) -> torch.device:
     if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            raise SpecError("train.device: 'cuda' was asked for but no CUDA device is available; use 'auto' or 'cpu'")
+            raise SpecError(
+                "train.device: 'cuda' was asked for but no CUDA device is available; use 'auto' or 'cpu'"
+            )
         return torch.device("cuda")
     return torch.device("cpu")
 
@@ -66,10 +68,15 @@ def nonfinite_advice(step: int, loss: str, t, last_checkpoint: int) -> str:
     """The message of a non-finite loss: advice that can be followed (a fresh start, not --resume,
     since train.lr and train.grad_clip change what the run computes)."""
     clip = f"a smaller train.grad_clip (now {t.grad_clip})" if t.grad_clip else "train.grad_clip (e.g. 1.0)"
-    kept = (f"the checkpoint of step {last_checkpoint} is intact, but a changed train.lr cannot be resumed; "
-            if last_checkpoint else "")
-    return (f"step {step}: loss {loss!r} is not finite; {kept}lower train.lr (now {t.lr:g}) or set {clip} and "
-            "start again in a new output folder or with --overwrite")
+    kept = (
+        f"the checkpoint of step {last_checkpoint} is intact, but a changed train.lr cannot be resumed; "
+        if last_checkpoint
+        else ""
+    )
+    return (
+        f"step {step}: loss {loss!r} is not finite; {kept}lower train.lr (now {t.lr:g}) or set {clip} and "
+        "start again in a new output folder or with --overwrite"
+    )
 
 
 def run_notes(plan: RunPlan, run: BuiltRun, *, replaced: bool) -> list[tuple[str, str]]:
@@ -78,15 +85,29 @@ def run_notes(plan: RunPlan, run: BuiltRun, *, replaced: bool) -> list[tuple[str
     if replaced:
         notes.append((f"{plan.output} holds a finished run of this spec: it is replaced by this one", "info"))
     if plan.spec.data.val == DEFAULT_VAL and not str(plan.spec.data.train).startswith("builtin:"):
-        notes.append((f"data.val is not given: validating on the built-in photos ({DEFAULT_VAL}); set data.val "
-                      "to images like your training data", "info"))
+        notes.append(
+            (
+                f"data.val is not given: validating on the built-in photos ({DEFAULT_VAL}); set data.val "
+                "to images like your training data",
+                "info",
+            )
+        )
     if plan.train.teacher_cache != "off" and run.run_teacher and any(t is not None for t in run.teacher_taps):
-        notes.append((f"train.teacher_cache '{plan.train.teacher_cache}' is not used: a loss compares teacher "
-                      "features, which are computed live for each patch; set train.teacher_cache to 'off'",
-                      "warning"))
+        notes.append(
+            (
+                f"train.teacher_cache '{plan.train.teacher_cache}' is not used: a loss compares teacher "
+                "features, which are computed live for each patch; set train.teacher_cache to 'off'",
+                "warning",
+            )
+        )
     if plan.train.teacher_cache != "off" and not run.run_teacher:
-        notes.append((f"train.teacher_cache '{plan.train.teacher_cache}' is not used: no step needs the teacher's "
-                      "output", "warning"))
+        notes.append(
+            (
+                f"train.teacher_cache '{plan.train.teacher_cache}' is not used: no step needs the teacher's "
+                "output",
+                "warning",
+            )
+        )
     return notes
 
 
@@ -111,8 +132,14 @@ class Trainer:
     ``callbacks`` receive the typed events of :mod:`kdcore.engine.events`; :meth:`run` does it all.
     """
 
-    def __init__(self, plan: RunPlan, *, callbacks: Sequence[Callback] = (),
-                 resume: bool = False, overwrite: bool = False):
+    def __init__(
+        self,
+        plan: RunPlan,
+        *,
+        callbacks: Sequence[Callback] = (),
+        resume: bool = False,
+        overwrite: bool = False,
+    ):
         self.plan = plan
         self.callbacks = list(callbacks)
         self.resume, self.overwrite = resume, overwrite
@@ -155,8 +182,11 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = DistributedDataParallel(self.objective, device_ids=ids)
         self.caches = teacher_caches(plan, self.run, self.device, self.data)
-        watched = [n for n, loss in zip(self.run.loss_names, cast("Iterable[Loss]", self.run.losses), strict=True)
-                   if uses_teacher(loss)]
+        watched = [
+            n
+            for n, loss in zip(self.run.loss_names, cast("Iterable[Loss]", self.run.losses), strict=True)
+            if uses_teacher(loss)
+        ]
         self.watch = SilentDistillationWatch(patience=3, losses=watched)
         self.amp = t.amp == "bf16" or (t.amp == "auto" and self.device.type == "cuda")
         for note in self.run.notes:
@@ -165,8 +195,12 @@ class Trainer:
             self.emit(Message(note, level=level))
         if self.run.teachers and (not plan.has_targets() or plan.unlabeled):
             rows = "the unlabelled rows" if plan.has_targets() else "data.train"
-            self.emit(Message(f"{rows} have no ground truth: losses that compare with the target use the "
-                              "teacher's output there"))
+            self.emit(
+                Message(
+                    f"{rows} have no ground truth: losses that compare with the target use the "
+                    "teacher's output there"
+                )
+            )
 
     def _start_state(self) -> None:
         """Restores the checkpoint (``--resume``) or starts the run folder with its spec.json."""
@@ -183,7 +217,9 @@ class Trainer:
         elif self.writer:
             self.out.mkdir(parents=True, exist_ok=True)
             self.plan.write_spec(self.out)
-        self.log = MetricsLog(self.out, keep_until=self.step_count if self.resume else None) if self.writer else None
+        self.log = (
+            MetricsLog(self.out, keep_until=self.step_count if self.resume else None) if self.writer else None
+        )
         if self.resume:
             self.emit(Message(f"resuming {self.out} at step {self.step_count}"))
 
@@ -220,7 +256,9 @@ class Trainer:
             terms = self.model(x, t_out, target)
         total = sum(w * v for w, v in zip(self.run.loss_weights, terms, strict=True))
         if not torch.isfinite(total):
-            bad = next((n for n, v in zip(self.run.loss_names, terms, strict=True) if not torch.isfinite(v)), "total")
+            bad = next(
+                (n for n, v in zip(self.run.loss_names, terms, strict=True) if not torch.isfinite(v)), "total"
+            )
             raise TrainingError(nonfinite_advice(step, bad, t, self.last_checkpoint))
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
@@ -231,8 +269,15 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.run.student, step=step)
         values = {n: float(v) for n, v in zip(self.run.loss_names, terms, strict=True)}
-        return StepEnded(step, t.steps, float(total), values, self.optimizer.param_groups[0]["lr"],
-                         time.perf_counter() - t0, data_seconds)
+        return StepEnded(
+            step,
+            t.steps,
+            float(total),
+            values,
+            self.optimizer.param_groups[0]["lr"],
+            time.perf_counter() - t0,
+            data_seconds,
+        )
 
     def after_step(self, event: StepEnded, stop: StopSignals) -> None:
         """Logging, periodic evaluation and checkpoints, and a clean stop on SIGINT/SIGTERM."""
@@ -243,8 +288,15 @@ class Trainer:
         if self.writer and (step % t.log_every == 0 or step == t.steps):
             rate = len(self._window) / max(sum(self._window), 1e-9)
             assert self.log is not None  # the writer has the metrics log
-            self.log.log({"step": step, "loss": event.loss, **{f"loss/{k}": v for k, v in event.terms.items()},
-                          "lr": event.lr, "steps_per_second": rate})
+            self.log.log(
+                {
+                    "step": step,
+                    "loss": event.loss,
+                    **{f"loss/{k}": v for k, v in event.terms.items()},
+                    "lr": event.lr,
+                    "steps_per_second": rate,
+                }
+            )
             self._window = []
             self._watch(event)
         if t.eval_every and step % t.eval_every == 0 and step != t.steps:
@@ -265,7 +317,9 @@ class Trainer:
         features = {f"student {k}": v for k, v in getattr(self.objective, "last_features", {}).items()}
         teacher = getattr(self, "last_teacher", None)
         if teacher is not None:
-            features.update({f"teacher {k}": v for k, v in teacher.features.items() if not k.startswith("0/")})
+            features.update(
+                {f"teacher {k}": v for k, v in teacher.features.items() if not k.startswith("0/")}
+            )
         for text in self.watch.observe(event.step, event.terms, features):
             self.emit(Message(text, level="warning"))
 
@@ -277,11 +331,18 @@ class Trainer:
     def evaluate(self, images_dir: Path | None = None) -> dict:
         """Metrics on the validation images, logged and emitted."""
         teacher = self.run.teacher_forward if self.run.teachers else None
-        result = evaluate(self.eval_model(), self.data.val_pairs, self.plan.task, self.device,
-                          teacher_forward=teacher, images_dir=images_dir)
+        result = evaluate(
+            self.eval_model(),
+            self.data.val_pairs,
+            self.plan.task,
+            self.device,
+            teacher_forward=teacher,
+            images_dir=images_dir,
+        )
         assert self.log is not None  # only the writer evaluates
-        self.log.log({"step": self.step_count, "eval": True,
-                      **{f"val/{k}": v for k, v in result["student"].items()}})
+        self.log.log(
+            {"step": self.step_count, "eval": True, **{f"val/{k}": v for k, v in result["student"].items()}}
+        )
         self.emit(Evaluated(self.step_count, result))
         return result
 
@@ -310,8 +371,12 @@ class Trainer:
         result = self.evaluate(images_dir=self.out / "images")
         cache = cache_report(self.caches)
         if cache:
-            self.emit(Message(f"teacher cache ({cache['mode']}, {cache['location']}): {cache['hits']} hits, "
-                              f"{cache['misses']} misses, {cache['entries']} images, {cache['bytes'] / 2**20:.1f} MiB"))
+            self.emit(
+                Message(
+                    f"teacher cache ({cache['mode']}, {cache['location']}): {cache['hits']} hits, "
+                    f"{cache['misses']} misses, {cache['entries']} images, {cache['bytes'] / 2**20:.1f} MiB"
+                )
+            )
         save_weights(self.eval_model(), self.out / WEIGHTS)
         assert self.log is not None  # the writer has the metrics log
         self.log.close()
@@ -325,7 +390,8 @@ class Trainer:
         return summary
 
 
-def train(plan: RunPlan, *, callbacks: Sequence[Callback] = (), resume: bool = False,
-          overwrite: bool = False) -> dict:
+def train(
+    plan: RunPlan, *, callbacks: Sequence[Callback] = (), resume: bool = False, overwrite: bool = False
+) -> dict:
     """Trains (and distils, with a teacher) as the plan says; writes the run folder; returns the summary."""
     return Trainer(plan, callbacks=callbacks, resume=resume, overwrite=overwrite).run_all()

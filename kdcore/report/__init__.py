@@ -17,8 +17,18 @@ from kdcore.report.data import RunData, curves, headline_rows, load_run
 from kdcore.report.page import REPORT_FILE, render, report, report_after_run
 from kdcore.report.panels import strip_layout, write_strip_index
 
-__all__ = ["REPORT_FILE", "RunData", "curves", "headline_rows", "load_run", "render", "report",
-           "report_after_run", "strip_layout", "write_strip_index"]
+__all__ = [
+    "REPORT_FILE",
+    "RunData",
+    "curves",
+    "headline_rows",
+    "load_run",
+    "render",
+    "report",
+    "report_after_run",
+    "strip_layout",
+    "write_strip_index",
+]
 
 
 class _CallableModule(types.ModuleType):

@@ -77,8 +77,13 @@ def load_run(folder: str | Path, label: str | None = None) -> RunData:
         raise SpecError(f"{folder}: not a kdcore run folder (no spec.json); give the folder a run wrote")
     spec = _read_json(folder / "spec.json")
     summary = _read_json(folder / "summary.json") if (folder / "summary.json").is_file() else None
-    return RunData(folder=folder, label=label or folder.name, spec=spec, summary=summary,
-                   records=read_records(folder / "metrics.jsonl"))
+    return RunData(
+        folder=folder,
+        label=label or folder.name,
+        spec=spec,
+        summary=summary,
+        records=read_records(folder / "metrics.jsonl"),
+    )
 
 
 def expand_run_folders(folders: list[Path]) -> list[Path]:
@@ -128,15 +133,17 @@ def headline_rows(summary: dict[str, Any] | None) -> list[dict[str, Any]]:
         entry = summary.get(key)
         if not isinstance(entry, dict):
             continue
-        rows.append({
-            "key": key,
-            "label": label,
-            "name": _model_name(entry),
-            "psnr": _number(entry.get("psnr")),
-            "ssim": _number(entry.get("ssim")),
-            "params": entry.get("params", 0 if key == "baseline" else None),
-            "latency_ms": _number(entry.get("latency_ms")),
-        })
+        rows.append(
+            {
+                "key": key,
+                "label": label,
+                "name": _model_name(entry),
+                "psnr": _number(entry.get("psnr")),
+                "ssim": _number(entry.get("ssim")),
+                "params": entry.get("params", 0 if key == "baseline" else None),
+                "latency_ms": _number(entry.get("latency_ms")),
+            }
+        )
     return rows
 
 
@@ -153,18 +160,23 @@ def convention(run: RunData) -> str:
     images = f"{n} validation image{'s' if n != 1 else ''}" if n else "the validation images"
     if task["kind"] == "sr":
         s = task["scale"]
-        text = (f"super-resolution ×{s}: PSNR and SSIM on the luma channel Y = 16 + 65.481·R + 128.553·G + "
-                f"24.966·B (peak 255), both images rounded to 8 bits, {s} pixel{'s' if s != 1 else ''} cropped "
-                f"at every border; inputs made by antialiased bicubic downscaling; the mean over {images}.")
+        text = (
+            f"super-resolution ×{s}: PSNR and SSIM on the luma channel Y = 16 + 65.481·R + 128.553·G + "
+            f"24.966·B (peak 255), both images rounded to 8 bits, {s} pixel{'s' if s != 1 else ''} cropped "
+            f"at every border; inputs made by antialiased bicubic downscaling; the mean over {images}."
+        )
     else:
-        text = ("enhancement: PSNR and SSIM on RGB in [0, 1], both images rounded to 8 bits; "
-                f"the mean over {images}.")
+        text = (
+            "enhancement: PSNR and SSIM on RGB in [0, 1], both images rounded to 8 bits; "
+            f"the mean over {images}."
+        )
     if summary.get("measured_against") == "teacher":
         text += " No ground truth: the scores measure agreement with the teacher's output."
     size = summary.get("latency_input")
     if size:
-        text += (f" Latency: median of 5 runs on one {size[0]}×{size[1]} input, "
-                 f"{summary.get('device', 'cpu')}.")
+        text += (
+            f" Latency: median of 5 runs on one {size[0]}×{size[1]} input, {summary.get('device', 'cpu')}."
+        )
     return text
 
 

@@ -35,9 +35,9 @@ from kdcore.report.data import (
 from kdcore.report.panels import (
     IMAGES_DIR,
     Panel,
+    label_height,
     low_resolution,
     panel_psnr,
-    label_height,
     run_layout,
     split_strip,
     strip_names,
@@ -55,8 +55,14 @@ MIN_SIDE = 384
 CROP_SIDE = 160
 CROPS = 3
 
-_LABELS = {"input": "input (upscaled)", "baseline": "baseline", "student": "student", "teacher": "teacher",
-           "target": "target", "alone": "student alone"}
+_LABELS = {
+    "input": "input (upscaled)",
+    "baseline": "baseline",
+    "student": "student",
+    "teacher": "teacher",
+    "target": "target",
+    "alone": "student alone",
+}
 
 
 # --------------------------------------------------------------------------- images
@@ -84,13 +90,17 @@ def detail_crops(reference: np.ndarray, side: int, count: int) -> list[tuple[int
     height, width = reference.shape[:2]
     side = min(side, height, width)
     luma = reference.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    energy = np.abs(np.diff(luma, axis=0, append=luma[-1:])) + np.abs(np.diff(luma, axis=1, append=luma[:, -1:]))
+    energy = np.abs(np.diff(luma, axis=0, append=luma[-1:])) + np.abs(
+        np.diff(luma, axis=1, append=luma[:, -1:])
+    )
     integral = np.pad(energy.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
     stride = max(side // 4, 1)
     candidates = []
     for y in range(0, height - side + 1, stride):
         for x in range(0, width - side + 1, stride):
-            total = integral[y + side, x + side] - integral[y, x + side] - integral[y + side, x] + integral[y, x]
+            total = (
+                integral[y + side, x + side] - integral[y, x + side] - integral[y + side, x] + integral[y, x]
+            )
             candidates.append((float(total), x, y))
     candidates.sort(key=lambda c: -c[0])
     chosen: list[tuple[int, int, int, int]] = []
@@ -132,11 +142,20 @@ class View:
     notes: list[str] = field(default_factory=list)
 
     def meta(self) -> str:
-        return json.dumps({
-            "name": self.name, "w": self.width, "h": self.height, "dw": self.display[0], "dh": self.display[1],
-            "crops": self.crops, "a": self.a, "b": self.b, "enlarged": self.display[0] > self.width,
-            "panels": [{"label": p.label, "lowres": p.lowres} for p in self.panels],
-        })
+        return json.dumps(
+            {
+                "name": self.name,
+                "w": self.width,
+                "h": self.height,
+                "dw": self.display[0],
+                "dh": self.display[1],
+                "crops": self.crops,
+                "a": self.a,
+                "b": self.b,
+                "enlarged": self.display[0] > self.width,
+                "panels": [{"label": p.label, "lowres": p.lowres} for p in self.panels],
+            }
+        )
 
 
 def _run_panels(run: RunData, index: int, name: str) -> list[Panel]:
@@ -153,14 +172,20 @@ def _run_panels(run: RunData, index: int, name: str) -> list[Panel]:
     if alone_strip.is_file() and (alone_dir / "spec.json").is_file():
         alone_summary = _maybe_json(alone_dir / "summary.json")
         alone_layout, alone_recorded = run_layout(alone_dir, alone_summary)
-        alone_parts = split_strip(alone_strip, alone_layout, 1 if alone_recorded else scale, label_height(alone_dir))
+        alone_parts = split_strip(
+            alone_strip, alone_layout, 1 if alone_recorded else scale, label_height(alone_dir)
+        )
         if alone_parts["student"].shape == parts["student"].shape:
             panels.append(Panel("alone", alone_parts["student"], index))
     reference = parts.get("target")
     if reference is None:
         reference = parts.get("teacher")
     for p in panels:
-        if reference is not None and p.kind not in ("input", "target") and not (p.kind == "teacher" and "target" not in parts):
+        if (
+            reference is not None
+            and p.kind not in ("input", "target")
+            and not (p.kind == "teacher" and "target" not in parts)
+        ):
             p.psnr = panel_psnr(p.pixels, reference, run.task)
     return panels
 
@@ -199,8 +224,10 @@ def gather_panels(runs: list[RunData], name: str) -> tuple[list[Panel], list[str
         if shape is None:
             shape = panels[0].pixels.shape
         elif panels[0].pixels.shape != shape:
-            notes.append(f"{run.label}: {name} has another size ({panels[0].pixels.shape[1]}×"
-                         f"{panels[0].pixels.shape[0]}), not shown here")
+            notes.append(
+                f"{run.label}: {name} has another size ({panels[0].pixels.shape[1]}×"
+                f"{panels[0].pixels.shape[0]}), not shown here"
+            )
             continue
         for p in panels:
             key = hashlib.sha1(p.kind.encode() + p.pixels.tobytes()).digest()
@@ -248,8 +275,12 @@ def build_view(runs: list[RunData], name: str, *, max_side: int = MAX_SIDE) -> V
             src = _uri(_downscale(p.pixels, encoded), "jpeg")
         else:
             src = _uri(low if low is not None else p.pixels, "png")
-        crop_srcs = [_uri(np.ascontiguousarray(p.pixels[y:y + h, x:x + w]), "png") for x, y, w, h in crops]
-        view_panels.append(ViewPanel(label, p.kind, p.run, src, low is not None and not downscaled, p.psnr, crop_srcs))
+        crop_srcs = [
+            _uri(np.ascontiguousarray(p.pixels[y : y + h, x : x + w]), "png") for x, y, w, h in crops
+        ]
+        view_panels.append(
+            ViewPanel(label, p.kind, p.run, src, low is not None and not downscaled, p.psnr, crop_srcs)
+        )
     kinds = [p.kind for p in panels]
     students = [i for i, k in enumerate(kinds) if k == "student"]
     a = students[0] if students else 0
@@ -286,8 +317,15 @@ def _plots(runs: list[RunData]) -> list[str]:
             val.setdefault(key, {})[key + tag] = points
     out = []
     if loss:
-        out.append(line_plot(loss, title="training loss (total and every term, as logged)", ylabel="loss",
-                             salt="loss", log=True))
+        out.append(
+            line_plot(
+                loss,
+                title="training loss (total and every term, as logged)",
+                ylabel="loss",
+                salt="loss",
+                log=True,
+            )
+        )
     for key, series in val.items():
         metric = key.removeprefix("val/")
         refs: dict[str, float] = {}
@@ -301,8 +339,15 @@ def _plots(runs: list[RunData]) -> list[str]:
                 if len(values) == 1:
                     refs[f"{model} (final)"] = values.pop()
         unit = " dB" if metric == "psnr" else ""
-        out.append(line_plot(series, title=f"validation {metric.upper()} of the student over steps",
-                             ylabel=f"{metric.upper()}{unit}", salt=key, references=refs))
+        out.append(
+            line_plot(
+                series,
+                title=f"validation {metric.upper()} of the student over steps",
+                ylabel=f"{metric.upper()}{unit}",
+                salt=key,
+                references=refs,
+            )
+        )
     return out
 
 
@@ -324,14 +369,22 @@ def _per_image_table(runs: list[RunData], names: list[str], views: dict[str, Vie
         rows.append((name, values))
     means = {c: float(np.mean([v[c] for _, v in rows if c in v])) for c in columns}
     counts = {c: sum(c in v for _, v in rows) for c in columns}
-    return {"columns": columns, "rows": [(n, [_fmt(v.get(c), 2) for c in columns]) for n, v in rows],
-            "means": [_fmt(means[c], 2) for c in columns], "counts": [counts[c] for c in columns]}
+    return {
+        "columns": columns,
+        "rows": [(n, [_fmt(v.get(c), 2) for c in columns]) for n, v in rows],
+        "means": [_fmt(means[c], 2) for c in columns],
+        "counts": [counts[c] for c in columns],
+    }
 
 
 def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.PackageLoader("kdcore.report", "templates"),
-                             autoescape=jinja2.select_autoescape(["html", "j2"], default=True),
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("kdcore.report", "templates"),
+        autoescape=jinja2.select_autoescape(["html", "j2"], default=True),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     env.filters["fmt"] = _fmt
     return env
 
@@ -345,17 +398,33 @@ def render(runs: list[RunData], *, max_images: int = MAX_IMAGES, max_side: int =
         view = build_view(runs, name, max_side=max_side)
         if view is not None:
             views[name] = view
-    tables = [{"run": run, "rows": headline_rows(run.summary), "kd_gain": kd_gain(run.summary),
-               "convention": convention(run), "plugins": plugin_versions(run.spec),
-               "spec": json.dumps(run.spec, indent=2)} for run in runs]
+    tables = [
+        {
+            "run": run,
+            "rows": headline_rows(run.summary),
+            "kd_gain": kd_gain(run.summary),
+            "convention": convention(run),
+            "plugins": plugin_versions(run.spec),
+            "spec": json.dumps(run.spec, indent=2),
+        }
+        for run in runs
+    ]
     template = _environment().get_template("report.html.j2")
     title = runs[0].label if len(runs) == 1 else " vs ".join(r.label for r in runs)
     return template.render(
-        title=title, runs=runs, tables=tables, several=len(runs) > 1,
+        title=title,
+        runs=runs,
+        tables=tables,
+        several=len(runs) > 1,
         any_gain=any(t["kd_gain"] is not None for t in tables),
-        views=[views[n] for n in shown if n in views], names=names, hidden=len(names) - len(views),
-        per_image=_per_image_table(runs, names, views), plots=_plots(runs), version=kdcore.__version__,
-        max_side=max_side, crop_side=CROP_SIDE,
+        views=[views[n] for n in shown if n in views],
+        names=names,
+        hidden=len(names) - len(views),
+        per_image=_per_image_table(runs, names, views),
+        plots=_plots(runs),
+        version=kdcore.__version__,
+        max_side=max_side,
+        crop_side=CROP_SIDE,
     )
 
 
@@ -374,8 +443,13 @@ def _atomic_write(path: Path, text: str) -> None:
         raise
 
 
-def report(run_dirs: str | os.PathLike | Iterable[str | os.PathLike], path: str | os.PathLike | None = None,
-           *, max_images: int = MAX_IMAGES, max_side: int = MAX_SIDE) -> Path:
+def report(
+    run_dirs: str | os.PathLike | Iterable[str | os.PathLike],
+    path: str | os.PathLike | None = None,
+    *,
+    max_images: int = MAX_IMAGES,
+    max_side: int = MAX_SIDE,
+) -> Path:
     """Writes the self-contained HTML report of one run folder (default ``RUN/report.html``) or of
     several side by side (``path`` required); returns its path.
 
@@ -411,6 +485,9 @@ def report_after_run(output: str | os.PathLike) -> Path | None:
     try:
         return report([output])
     except Exception as exc:  # noqa: BLE001 - the run is complete and must not be lost over its report
-        warnings.warn(f"{output}: the run is complete, but report.html could not be written ({exc}); "
-                      f"`kdcore report {output}` tries again", stacklevel=2)
+        warnings.warn(
+            f"{output}: the run is complete, but report.html could not be written ({exc}); "
+            f"`kdcore report {output}` tries again",
+            stacklevel=2,
+        )
         return None

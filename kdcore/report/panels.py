@@ -35,7 +35,9 @@ def strip_layout(has_teacher: bool, has_target: bool) -> list[str]:
     return [p for p in PANEL_ORDER if (p != "teacher" or has_teacher) and (p != "target" or has_target)]
 
 
-def write_strip_index(images_dir: str | Path, panels: list[str], names: list[str], label_height: int = 0) -> Path:
+def write_strip_index(
+    images_dir: str | Path, panels: list[str], names: list[str], label_height: int = 0
+) -> Path:
     """Records the strips' panel order next to them (``images/strips.json``), and the height of the
     label band above the panels (``label_height`` pixels, cut off when the strips are split).
 
@@ -66,7 +68,9 @@ def run_layout(folder: Path, summary: dict[str, Any] | None) -> tuple[list[str],
         except (OSError, ValueError, KeyError, TypeError):
             pass
     summary = summary or {}
-    return strip_layout(bool(summary.get("teacher")), summary.get("measured_against", "target") == "target"), False
+    return strip_layout(
+        bool(summary.get("teacher")), summary.get("measured_against", "target") == "target"
+    ), False
 
 
 @dataclass
@@ -99,13 +103,17 @@ def split_strip(path: Path, layout: list[str], check_scale: int = 1, top: int = 
         pixels = np.asarray(image.convert("RGB"))[top:]
     width = pixels.shape[1]
     if width % len(layout):
-        raise DataError(f"{path}: width {width} is not {len(layout)} panels ({' | '.join(layout)}); "
-                        f"the run's summary.json does not match its images")
+        raise DataError(
+            f"{path}: width {width} is not {len(layout)} panels ({' | '.join(layout)}); "
+            f"the run's summary.json does not match its images"
+        )
     step = width // len(layout)
-    parts = {name: pixels[:, i * step:(i + 1) * step] for i, name in enumerate(layout)}
+    parts = {name: pixels[:, i * step : (i + 1) * step] for i, name in enumerate(layout)}
     if check_scale > 1 and "input" in parts and low_resolution(parts["input"], check_scale) is None:
-        raise DataError(f"{path}: does not split into the panels {' | '.join(layout)} (its first panel is not "
-                        "an enlarged input); the run's summary.json does not match its images")
+        raise DataError(
+            f"{path}: does not split into the panels {' | '.join(layout)} (its first panel is not "
+            "an enlarged input); the run's summary.json does not match its images"
+        )
     return parts
 
 

@@ -25,21 +25,30 @@ def _svg(fig, salt: str) -> str:
         fig.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
     plt.close(fig)
     text = buffer.getvalue()
-    text = text[text.index("<svg"):]
+    text = text[text.index("<svg") :]
     text = re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.DOTALL)
     return text.strip()
 
 
-def line_plot(series: dict[str, Series], *, title: str, ylabel: str, salt: str,
-              log: bool = False, references: dict[str, float] | None = None) -> str:
+def line_plot(
+    series: dict[str, Series],
+    *,
+    title: str,
+    ylabel: str,
+    salt: str,
+    log: bool = False,
+    references: dict[str, float] | None = None,
+) -> str:
     """Lines of ``label -> [(step, value)]`` against the step, as inline SVG.
 
     ``references`` are horizontal lines (e.g. the baseline's and teacher's PSNR). Labels that
     share the part after " · " share a colour, runs are told apart by line style.
     """
     fig, ax = plt.subplots(figsize=(6.4, 3.4), dpi=100)
-    terms = sorted({label.split(" · ")[0] for label in series}, key=list(dict.fromkeys(
-        label.split(" · ")[0] for label in series)).index)
+    terms = sorted(
+        {label.split(" · ")[0] for label in series},
+        key=list(dict.fromkeys(label.split(" · ")[0] for label in series)).index,
+    )
     runs = list(dict.fromkeys(label.split(" · ")[1] if " · " in label else "" for label in series))
     for label, points in series.items():
         if not points:
@@ -51,7 +60,9 @@ def line_plot(series: dict[str, Series], *, title: str, ylabel: str, salt: str,
         marker = "o" if len(points) < 30 else None
         ax.plot(steps, values, style, color=colour, marker=marker, markersize=3, linewidth=1.4, label=label)
     for i, (label, value) in enumerate((references or {}).items()):
-        ax.axhline(value, color="#777777", linestyle=_STYLES[(i + 1) % len(_STYLES)], linewidth=1, label=label)
+        ax.axhline(
+            value, color="#777777", linestyle=_STYLES[(i + 1) % len(_STYLES)], linewidth=1, label=label
+        )
     if log and all(v > 0 for points in series.values() for _, v in points):
         ax.set_yscale("log")
     else:

@@ -74,7 +74,11 @@ def deform_conv2d_grid_sample(
     Differentiable in every tensor argument through autograd; groups are inferred from
     ``weight`` (``C_in / weight.shape[1]``) and offset groups from ``offset``.
     """
-    pairs: tuple[tuple[int, int], tuple[int, int], tuple[int, int]] = (_pair(stride), _pair(padding), _pair(dilation))
+    pairs: tuple[tuple[int, int], tuple[int, int], tuple[int, int]] = (
+        _pair(stride),
+        _pair(padding),
+        _pair(dilation),
+    )
     stride, padding, dilation = pairs
     b, c, h, w = input.shape
     _out_ch, c_per_group, kh, kw = weight.shape
@@ -118,9 +122,7 @@ def deform_conv2d(
 ) -> torch.Tensor:
     """Modulated deformable convolution through the chosen implementation (see module doc)."""
     if impl == "grid_sample":
-        return deform_conv2d_grid_sample(
-            input, offset, weight, bias, stride, padding, dilation, mask
-        )
+        return deform_conv2d_grid_sample(input, offset, weight, bias, stride, padding, dilation, mask)
     if impl == "torchvision":
         from torchvision.ops import deform_conv2d as tv_deform_conv2d
 

@@ -27,17 +27,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-import kdcore
 import pydantic
 import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
+from torch import nn
+
+import kdcore
+from kdcore_deformable_hdrnet.deform_conv import ModulatedDeformConv2d
 from kdcore_hdrnet import HDRNet
 from kdcore_hdrnet.model import STREAM_BLOCK_PIXELS, HDRNetParams
 from kdcore_hdrnet.slicing import apply_coefficients, interpolate_rows
-from torch import nn
-
-from kdcore_deformable_hdrnet.deform_conv import ModulatedDeformConv2d
 
 
 class DeformableHDRNetParams(HDRNetParams):
@@ -58,11 +58,15 @@ class DeformableHDRNetParams(HDRNetParams):
         "coordinates, ≈ 2× hdrnet's full-resolution cost.",
     )
     slice_lattice: int = pydantic.Field(
-        default=3, ge=1, le=9,
+        default=3,
+        ge=1,
+        le=9,
         description="'lattice' only: refinement factor of the offset lattice (odd).",
     )
     slice_offset_range: float = pydantic.Field(
-        default=1.0, gt=0.0, le=4.0,
+        default=1.0,
+        gt=0.0,
+        le=4.0,
         description="Largest slicing offset, in grid cells (offset = range · tanh(·)).",
     )
     deform_impl: Literal["grid_sample", "torchvision"] = pydantic.Field(
@@ -117,7 +121,9 @@ class SliceOffsets(nn.Module):
         _b, o, _d, gh, gw = logits.shape
         fine = F.interpolate(
             rearrange(logits, "b o d h w -> b (o d) h w"),
-            size=(gh * factor, gw * factor), mode="bilinear", align_corners=False,
+            size=(gh * factor, gw * factor),
+            mode="bilinear",
+            align_corners=False,
         )
         return self.bound(rearrange(fine, "b (o d) h w -> b o d h w", o=o))
 
@@ -185,9 +191,7 @@ class DeformableHDRNet(HDRNet):
     Params = DeformableHDRNetParams
     params: DeformableHDRNetParams
 
-    def __init__(
-        self, params: DeformableHDRNetParams | None = None, task: kdcore.Task | None = None
-    ):
+    def __init__(self, params: DeformableHDRNetParams | None = None, task: kdcore.Task | None = None):
         super().__init__(params, task)
         p: DeformableHDRNetParams = self.params
         self.slice_offsets: SliceOffsets | None = None

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pydantic
 import torch
+from torch import nn
+
 from kdcore.errors import KdcoreError, SpecError
 from kdcore.interfaces import Adapter
 from kdcore.interfaces import Params as BaseParams
-from torch import nn
 
 
 def _check_channels(name: str, in_channels: object, out_channels: object) -> None:
@@ -19,8 +20,7 @@ def _check_channels(name: str, in_channels: object, out_channels: object) -> Non
 def _check_input(name: str, x: torch.Tensor, in_channels: int) -> None:
     if x.ndim != 4 or x.shape[1] != in_channels:
         raise KdcoreError(
-            f"adapter {name!r} expects feature maps B×{in_channels}×H×W, "
-            f"got shape {tuple(x.shape)}"
+            f"adapter {name!r} expects feature maps B×{in_channels}×H×W, got shape {tuple(x.shape)}"
         )
 
 

@@ -9,10 +9,11 @@ import pydantic
 import torch
 import torch.nn.functional as F
 from einops import rearrange
+from torch import nn
+
 from kdcore.errors import KdcoreError, SpecError
 from kdcore.interfaces import AdapterFactory, Loss, ModelOutput
 from kdcore.interfaces import Params as BaseParams
-from torch import nn
 
 Distance = Literal["l1", "l2", "affinity"]
 DISTANCES: tuple[str, ...] = ("l1", "l2", "affinity")
@@ -78,9 +79,7 @@ def spatial_affinity(x: torch.Tensor, max_side: int = 32) -> torch.Tensor:
     return vectors @ vectors.transpose(1, 2)
 
 
-def affinity_distance(
-    student: torch.Tensor, teacher: torch.Tensor, max_side: int = 32
-) -> torch.Tensor:
+def affinity_distance(student: torch.Tensor, teacher: torch.Tensor, max_side: int = 32) -> torch.Tensor:
     """Mean squared difference of the spatial-affinity matrices of two maps of equal H×W."""
     return F.mse_loss(spatial_affinity(student, max_side), spatial_affinity(teacher, max_side))
 
@@ -105,9 +104,7 @@ class AdapterChoice(BaseParams):
     name: str = pydantic.Field(
         default="conv1x1",
         min_length=1,
-        description=(
-            "registered adapter name (`kdcore list adapters`), e.g. 'conv1x1' or 'identity'"
-        ),
+        description=("registered adapter name (`kdcore list adapters`), e.g. 'conv1x1' or 'identity'"),
     )
     params: dict[str, Any] = pydantic.Field(
         default_factory=dict, description="the adapter's params, validated by the adapter"
@@ -375,8 +372,7 @@ class FeatureMatchingLoss(Loss):
 def _shape(shapes: dict[str, torch.Size], path: str, who: str, where: str) -> torch.Size:
     if path not in shapes:
         raise SpecError(
-            f"{where}: the {who} has no captured feature map {path!r} "
-            f"(captured: {sorted(shapes) or 'none'})"
+            f"{where}: the {who} has no captured feature map {path!r} (captured: {sorted(shapes) or 'none'})"
         )
     shape = shapes[path]
     if len(shape) != 4:

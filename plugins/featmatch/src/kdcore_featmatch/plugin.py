@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import kdcore
-
 from kdcore_featmatch.adapters import Conv1x1Adapter, IdentityAdapter
 from kdcore_featmatch.feature_matching import FeatureMatchingLoss
 
@@ -14,8 +13,7 @@ def kdcore_register_losses(register) -> None:
     register(
         "feature-matching",
         FeatureMatchingLoss,
-        summary="L1 / L2 / spatial-affinity distance between adapted student and teacher "
-        "feature maps",
+        summary="L1 / L2 / spatial-affinity distance between adapted student and teacher feature maps",
     )
 
 

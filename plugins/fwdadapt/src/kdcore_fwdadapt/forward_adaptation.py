@@ -21,6 +21,7 @@ from typing import Literal
 
 import pydantic
 import torch
+
 from kdcore.errors import KdcoreError, SpecError
 from kdcore.interfaces import Loss, ModelOutput
 from kdcore.interfaces import Params as BaseParams
@@ -222,12 +223,13 @@ class ForwardAdaptationLoss(Loss):
         self._models = (student, teacher)
         self.match = match
         note = (
-            f"forward-adaptation: {len(match.pairs)} of {match.selected} student tensors match "
-            f"the teacher's"
+            f"forward-adaptation: {len(match.pairs)} of {match.selected} student tensors match the teacher's"
         )
         details = []
         if match.no_counterpart:
-            details.append(f"{len(match.no_counterpart)} without a counterpart, e.g. {match.no_counterpart[0]!r}")
+            details.append(
+                f"{len(match.no_counterpart)} without a counterpart, e.g. {match.no_counterpart[0]!r}"
+            )
         if match.other_shape:
             s, _t, s_shape, t_shape = match.other_shape[0]
             details.append(

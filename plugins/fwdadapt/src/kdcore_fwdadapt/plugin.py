@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import kdcore
-
 from kdcore_fwdadapt.forward_adaptation import ForwardAdaptationLoss
 
 

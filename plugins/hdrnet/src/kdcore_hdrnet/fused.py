@@ -122,10 +122,28 @@ if numba is not None:
 
     @njit(parallel=True, cache=True, fastmath=True, error_model="numpy")
     def _fused(
-        full, grid, ry0, ry1, rwy, cx0, cx1, cwx,
-        kind, gw, gb, tables, scal,
-        pyr, lv_off, lv_h, lv_w, lv_cx0, lv_cx1, lv_cwx,
-        out, chunks,
+        full,
+        grid,
+        ry0,
+        ry1,
+        rwy,
+        cx0,
+        cx1,
+        cwx,
+        kind,
+        gw,
+        gb,
+        tables,
+        scal,
+        pyr,
+        lv_off,
+        lv_h,
+        lv_w,
+        lv_cx0,
+        lv_cx1,
+        lv_cwx,
+        out,
+        chunks,
     ):  # pragma: no cover - compiled
         """out[b, :, y, x] for every pixel; rows are split into ``chunks`` contiguous blocks."""
         nb, _, height, width = full.shape
@@ -225,7 +243,6 @@ if numba is not None:
                     out[bi, 1, y, x] = min(max(o1, np.float32(0.0)), np.float32(1.0))
                     out[bi, 2, y, x] = min(max(o2, np.float32(0.0)), np.float32(1.0))
 
-
     @njit(cache=True, inline="always")
     def _cubic_weights(t):  # pragma: no cover - compiled
         """PyTorch's bicubic convolution weights (A = -0.75) for fractional position ``t``."""
@@ -281,11 +298,19 @@ if numba is not None:
                 r3 = min(max(i + 2, 0), h - 1)
                 for c in range(nch):
                     for xs in range(w):
-                        blend[xs] = (v0 * src[bi, c, r0, xs] + v1 * src[bi, c, r1, xs]
-                                     + v2 * src[bi, c, r2, xs] + v3 * src[bi, c, r3, xs])
+                        blend[xs] = (
+                            v0 * src[bi, c, r0, xs]
+                            + v1 * src[bi, c, r1, xs]
+                            + v2 * src[bi, c, r2, xs]
+                            + v3 * src[bi, c, r3, xs]
+                        )
                     for x in range(width):
-                        v = (cwt[x, 0] * blend[cidx[x, 0]] + cwt[x, 1] * blend[cidx[x, 1]]
-                             + cwt[x, 2] * blend[cidx[x, 2]] + cwt[x, 3] * blend[cidx[x, 3]])
+                        v = (
+                            cwt[x, 0] * blend[cidx[x, 0]]
+                            + cwt[x, 1] * blend[cidx[x, 1]]
+                            + cwt[x, 2] * blend[cidx[x, 2]]
+                            + cwt[x, 3] * blend[cidx[x, 3]]
+                        )
                         if v < 0:
                             v = np.float32(0.0)
                         elif v > 1:
@@ -315,8 +340,12 @@ if numba is not None:
                 r3 = min(2 * i + 2, h - 1)
                 for c in range(nch):
                     for x in range(w):
-                        blend[x] = (k0 * src[bi, c, r0, x] + k1 * src[bi, c, r1, x]
-                                    + k1 * src[bi, c, r2, x] + k0 * src[bi, c, r3, x])
+                        blend[x] = (
+                            k0 * src[bi, c, r0, x]
+                            + k1 * src[bi, c, r1, x]
+                            + k1 * src[bi, c, r2, x]
+                            + k0 * src[bi, c, r3, x]
+                        )
                     for j in range(ow):
                         q0 = min(max(2 * j - 1, 0), w - 1)
                         q1 = min(2 * j, w - 1)
@@ -374,8 +403,13 @@ def guide_arrays(guide: torch.nn.Module) -> tuple[int, np.ndarray, np.ndarray, n
         if folded is None:
             return None
         weight, bias = folded
-        return (GUIDE_CONV, _np(weight), _np(bias), _np(guide.conv2.weight.reshape(1, -1)),
-                _np(guide.conv2.bias.reshape(1)))
+        return (
+            GUIDE_CONV,
+            _np(weight),
+            _np(bias),
+            _np(guide.conv2.weight.reshape(1, -1)),
+            _np(guide.conv2.bias.reshape(1)),
+        )
     return None
 
 
@@ -421,10 +455,28 @@ def run(
     chunks = max(1, min(b * height, threads * 8))
     kind, gw, gb, tables, scal = guide
     _fused(
-        full.numpy(), grid.numpy(), ry0, ry1, rwy, cx0, cx1, cwx,
-        kind, gw, gb, tables, scal,
-        pyr, offs, hs, ws, lcx0, lcx1, lcwx,
-        out.numpy(), chunks,
+        full.numpy(),
+        grid.numpy(),
+        ry0,
+        ry1,
+        rwy,
+        cx0,
+        cx1,
+        cwx,
+        kind,
+        gw,
+        gb,
+        tables,
+        scal,
+        pyr,
+        offs,
+        hs,
+        ws,
+        lcx0,
+        lcx1,
+        lcwx,
+        out.numpy(),
+        chunks,
     )
     return out
 
@@ -440,7 +492,9 @@ def bicubic_clamped(x: torch.Tensor, scale: int) -> torch.Tensor:
     x = x.detach().to(torch.float32).contiguous()
     b, c, h, w = x.shape
     out = torch.empty(b, c, h * scale, w * scale, dtype=torch.float32)
-    _bicubic_clamped(x.numpy(), out.numpy(), np.float32(1.0 / scale), max(1, min(b * h * scale, _threads() * 8)))
+    _bicubic_clamped(
+        x.numpy(), out.numpy(), np.float32(1.0 / scale), max(1, min(b * h * scale, _threads() * 8))
+    )
     return out
 
 

@@ -61,7 +61,9 @@ class CurveGuide(nn.Module):
         scale, shift = 2.0 / span, -1.0 - 2.0 * first / self.knots / span
         return tables, self.ccm.t() * scale, self.ccm_bias * scale + shift
 
-    def evaluate(self, x: torch.Tensor, prepared: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def evaluate(
+        self, x: torch.Tensor, prepared: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    ) -> torch.Tensor:
         """The guide of ``x`` (B×3×H×W in [0, 1], any row block) with :meth:`prepare`'s output."""
         tables, matrix, bias = prepared
         b, _, h, w = x.shape
@@ -120,8 +122,14 @@ class ConvGuide(nn.Module):
             assert self.norm.momentum is not None and self.norm.num_batches_tracked is not None
             hidden = torch.matmul(self.conv1.weight, pixels) + self.conv1.bias.view(1, -1, 1)  # B×K×N
             hidden = F.batch_norm(
-                hidden, self.norm.running_mean, self.norm.running_var, self.norm.weight, self.norm.bias,
-                training=True, momentum=self.norm.momentum, eps=self.norm.eps,
+                hidden,
+                self.norm.running_mean,
+                self.norm.running_var,
+                self.norm.weight,
+                self.norm.bias,
+                training=True,
+                momentum=self.norm.momentum,
+                eps=self.norm.eps,
             )
             self.norm.num_batches_tracked.add_(1)
         else:

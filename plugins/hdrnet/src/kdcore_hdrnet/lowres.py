@@ -33,7 +33,9 @@ class _BatchNorm2dAnyBatch(_AnyBatchMixin, nn.BatchNorm2d):
     """Batch norm of the convolutions (see :class:`_AnyBatchMixin`)."""
 
 
-def conv_block(in_ch: int, out_ch: int, *, stride: int = 1, batch_norm: bool = False, relu: bool = True) -> nn.Sequential:
+def conv_block(
+    in_ch: int, out_ch: int, *, stride: int = 1, batch_norm: bool = False, relu: bool = True
+) -> nn.Sequential:
     """3×3 convolution (+ batch norm) (+ ReLU), padding 1."""
     layers: list[nn.Module] = [nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=not batch_norm)]
     if batch_norm:
@@ -53,12 +55,14 @@ class GlobalPath(nn.Module):
             conv_block(8 * width, 8 * width, stride=2, batch_norm=batch_norm),
         )
         side = (((cells + 1) // 2) + 1) // 2
+
         def fc(i: int, o: int) -> nn.Sequential:
             layers: list[nn.Module] = [nn.Linear(i, o, bias=not batch_norm)]
             if batch_norm:
                 layers.append(_BatchNorm1dAnyBatch(o))
             layers.append(nn.ReLU(inplace=True))
             return nn.Sequential(*layers)
+
         self.fc = nn.Sequential(
             fc(8 * width * side * side, 32 * width),
             fc(32 * width, 16 * width),
@@ -111,10 +115,7 @@ class LowResStream(nn.Module):
         super().__init__()
         chans = [3, width, 2 * width, 4 * width, 8 * width]
         self.splat = nn.Sequential(
-            *[
-                conv_block(chans[i], chans[i + 1], stride=2, batch_norm=batch_norm and i > 0)
-                for i in range(4)
-            ]
+            *[conv_block(chans[i], chans[i + 1], stride=2, batch_norm=batch_norm and i > 0) for i in range(4)]
         )
         self.global_path = GlobalPath(width, cells, batch_norm)
         c = 8 * width

@@ -44,18 +44,24 @@ class HDRNetParams(kdcore.interfaces.Params):
     """Params of :class:`HDRNet` (spec ``params``); unknown keys are rejected."""
 
     channel_multiplier: int = pydantic.Field(
-        default=1, ge=1, le=32,
+        default=1,
+        ge=1,
+        le=32,
         description="Width factor of the low-resolution stream (channels = multiplier × luma_bins × 1, 2, 4, 8).",
     )
     luma_bins: int = pydantic.Field(
         default=8, ge=2, le=64, description="Luma (guide) bins of the bilateral grid."
     )
     spatial_bins: int = pydantic.Field(
-        default=16, ge=2, le=256,
+        default=16,
+        ge=2,
+        le=256,
         description="Grid cells along each side; must equal net_input_size / 16.",
     )
     net_input_size: int = pydantic.Field(
-        default=256, ge=32, le=4096,
+        default=256,
+        ge=32,
+        le=4096,
         description="Side of the square low-resolution copy the grid is predicted from.",
     )
     guide: Literal["pointwise-curve", "conv"] = pydantic.Field(
@@ -70,12 +76,16 @@ class HDRNetParams(kdcore.interfaces.Params):
         default=False, description="Batch norm in the low-resolution stream (off in the official code)."
     )
     sr_detail_levels: int = pydantic.Field(
-        default=2, ge=0, le=4,
+        default=2,
+        ge=0,
+        le=4,
         description="sr only: Laplacian-pyramid detail levels of the bicubic upscale that the grid "
         "can amplify per pixel (3 more coefficients per level).",
     )
     enhance_detail_levels: int = pydantic.Field(
-        default=0, ge=0, le=4,
+        default=0,
+        ge=0,
+        le=4,
         description="enhance only: Laplacian-pyramid detail levels of the input that the grid can "
         "amplify per pixel, as in sr (0 = the paper's affine-only model). Local operators "
         "(sharpening, local contrast) need them: see the README, 'Learning operators'.",
@@ -124,7 +134,9 @@ class HDRNet(kdcore.Student):
             make_local_conv=self._make_local_conv,
         )
         # Any guide module with forward(x), prepare() and evaluate(x, prepared).
-        self.guide: CurveGuide | ConvGuide = CurveGuide() if p.guide == "pointwise-curve" else ConvGuide(p.guide_hidden)
+        self.guide: CurveGuide | ConvGuide = (
+            CurveGuide() if p.guide == "pointwise-curve" else ConvGuide(p.guide_hidden)
+        )
         self._init_coefficients()
 
     # ----------------------------------------------------------------- extension points
@@ -167,8 +179,9 @@ class HDRNet(kdcore.Student):
         """
         n = self.params.net_input_size
         if torch.onnx.is_in_onnx_export():  # one graph for every input size (same values)
-            return F.interpolate(x, size=(n, n), mode="bilinear", align_corners=False,
-                                 antialias=self.params.lowres_antialias)
+            return F.interpolate(
+                x, size=(n, n), mode="bilinear", align_corners=False, antialias=self.params.lowres_antialias
+            )
         h, w = x.shape[-2:]
         if (h, w) == (n, n):
             return x
@@ -179,7 +192,10 @@ class HDRNet(kdcore.Student):
             return F.grid_sample(x, coords, mode="bilinear", padding_mode="border", align_corners=False)
         shrink = h > n or w > n
         return F.interpolate(
-            x, size=(n, n), mode="bilinear", align_corners=False,
+            x,
+            size=(n, n),
+            mode="bilinear",
+            align_corners=False,
             antialias=bool(self.params.lowres_antialias and shrink),
         )
 
@@ -244,9 +260,12 @@ class HDRNet(kdcore.Student):
         building blocks and guide. Warns once when only the missing kernel stands in the way."""
         if not (
             self._can_stream()
-            and x.device.type == "cpu" and grid.device.type == "cpu"
-            and x.dtype == torch.float32 and grid.dtype == torch.float32
-            and x.dim() == 4 and x.shape[1] == 3
+            and x.device.type == "cpu"
+            and grid.device.type == "cpu"
+            and x.dtype == torch.float32
+            and grid.dtype == torch.float32
+            and x.dim() == 4
+            and x.shape[1] == 3
             and type(self).fullres_input is HDRNet.fullres_input
             and type(self).details is HDRNet.details
             and type(self.guide) in (CurveGuide, ConvGuide)
@@ -294,7 +313,9 @@ class HDRNet(kdcore.Student):
             block = full[:, :, r0:r1]
             guide = self.guide.evaluate(block, prepared)
             rows = interpolate_rows(grid, height, r0, r1)
-            coeffs = slice_rows(rows, guide.reshape(b * n, width), xs, coords).view(b, n, self.n_coeffs, 1, width)
+            coeffs = slice_rows(rows, guide.reshape(b * n, width), xs, coords).view(
+                b, n, self.n_coeffs, 1, width
+            )
             image = block.permute(0, 2, 1, 3).unsqueeze(-2)
             detail = None if details is None else details[:, :, r0:r1].permute(0, 2, 1, 3).unsqueeze(-2)
             target = out[:, :, r0:r1].permute(0, 2, 1, 3).unsqueeze(-2)

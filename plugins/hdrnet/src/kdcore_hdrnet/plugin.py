@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import kdcore
-
 from kdcore_hdrnet.model import HDRNet, HDRNetTeacher
 
 _SUMMARY = "HDRNet bilateral-grid network (Gharbi et al. 2017); sr via detail gains on the bicubic upscale"

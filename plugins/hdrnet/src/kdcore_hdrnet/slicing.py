@@ -19,12 +19,16 @@ import torch.nn.functional as F
 from einops import rearrange
 
 
-def pixel_centres(n: int, *, device: torch.device | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def pixel_centres(
+    n: int, *, device: torch.device | None = None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """Normalised coordinates (``align_corners=False``) of the centres of ``n`` pixels."""
     return (torch.arange(n, device=device, dtype=dtype) * 2 + 1) / n - 1
 
 
-def interpolate_rows(grid: torch.Tensor, height: int, start: int = 0, stop: int | None = None) -> torch.Tensor:
+def interpolate_rows(
+    grid: torch.Tensor, height: int, start: int = 0, stop: int | None = None
+) -> torch.Tensor:
     """Linear interpolation of ``grid`` (B×C×D×Gh×Gw) along y at image rows ``start:stop``.
 
     Returns ``(B·n)×C×D×Gw`` (row-major over batch then rows), ready for :func:`slice_rows`.
@@ -84,11 +88,17 @@ def slice_grid(grid: torch.Tensor, guide: torch.Tensor, offsets: torch.Tensor | 
     return slice_grid_5d(grid, guide, offsets)
 
 
-def slice_grid_5d(grid: torch.Tensor, guide: torch.Tensor, offsets: torch.Tensor | None = None) -> torch.Tensor:
+def slice_grid_5d(
+    grid: torch.Tensor, guide: torch.Tensor, offsets: torch.Tensor | None = None
+) -> torch.Tensor:
     """The same slice as :func:`slice_grid` with a single 5-D ``grid_sample`` (any offsets)."""
     b, _c, _d, gh, gw = grid.shape
     height, width = guide.shape[-2:]
-    ys = pixel_centres(height, device=grid.device, dtype=grid.dtype).view(1, height, 1).expand(b, height, width)
+    ys = (
+        pixel_centres(height, device=grid.device, dtype=grid.dtype)
+        .view(1, height, 1)
+        .expand(b, height, width)
+    )
     xs = pixel_centres(width, device=grid.device, dtype=grid.dtype).view(1, 1, width).expand(b, height, width)
     if offsets is not None:
         xs = xs + offsets[:, 0] * (2.0 / gw)

@@ -57,6 +57,7 @@ class _ArchModel:
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """B×3×h×w in [0, 1] -> B×3×(h·s)×(w·s); clamped to [0, 1] in eval mode (training sees the raw output)."""
+
         def net(t: torch.Tensor) -> torch.Tensor:
             return self.arch_cls.forward(self, t)
 
@@ -80,15 +81,20 @@ class _ArchTeacher(_ArchModel):
         if state.keys() != own.keys() or any(state[k].shape != own[k].shape for k in own):
             mine: dict = getattr(self, "hyperparameters", {})
             theirs: dict = getattr(descriptor.model, "hyperparameters", {})
-            diffs = [f"{k}={theirs[k]!r} (params: {mine[k]!r})" for k in theirs
-                     if k in mine and theirs[k] != mine[k] and k != "drop_path_rate"]
+            diffs = [
+                f"{k}={theirs[k]!r} (params: {mine[k]!r})"
+                for k in theirs
+                if k in mine and theirs[k] != mine[k] and k != "drop_path_rate"
+            ]
             raise CheckpointError(
                 f"{at}{path} is {self.arch_id} with other settings: {', '.join(diffs) or 'different layer shapes'}; "
                 f"set {where.rsplit('.', 1)[0] or 'teacher'}.params to match, or use the teacher name 'spandrel'"
             )
         self.load_state_dict(state)  # type: ignore[attr-defined]
         n = sum(p.numel() for p in descriptor.model.parameters())
-        self._described = f"{arch_name(descriptor)} ×{descriptor.scale}, {n:,} parameters ({', '.join(descriptor.tags)})"
+        self._described = (
+            f"{arch_name(descriptor)} ×{descriptor.scale}, {n:,} parameters ({', '.join(descriptor.tags)})"
+        )
 
     def describe(self) -> str | None:
         """Detected architecture, scale and parameter count of the loaded checkpoint."""
@@ -97,10 +103,15 @@ class _ArchTeacher(_ArchModel):
 
 # --- EDSR ---------------------------------------------------------------------------------------
 
+
 class EDSRParams(Params):
     n_resblocks: int = Field(16, ge=1, description="residual blocks (EDSR-baseline 16, EDSR 32)")
-    n_feats: int = Field(64, ge=4, description="feature channels (EDSR-baseline 64, EDSR 256; from 256 on, "
-                                                 "residuals are scaled by 0.1 as in the paper)")
+    n_feats: int = Field(
+        64,
+        ge=4,
+        description="feature channels (EDSR-baseline 64, EDSR 256; from 256 on, "
+        "residuals are scaled by 0.1 as in the paper)",
+    )
 
 
 class _EDSR(_ArchModel):
@@ -110,8 +121,12 @@ class _EDSR(_ArchModel):
 
     @classmethod
     def arch_kwargs(cls, params: Any, task: Task) -> dict[str, Any]:
-        return {"scale": task.scale, "n_resblocks": params.n_resblocks, "n_feats": params.n_feats,
-                "res_scale": 0.1 if params.n_feats >= 256 else 1.0}
+        return {
+            "scale": task.scale,
+            "n_resblocks": params.n_resblocks,
+            "n_feats": params.n_feats,
+            "res_scale": 0.1 if params.n_feats >= 256 else 1.0,
+        }
 
 
 class EDSRStudent(_EDSR, Student, EDSR):
@@ -124,9 +139,12 @@ class EDSRTeacher(_ArchTeacher, _EDSR, Teacher, EDSR):
 
 # --- RCAN ---------------------------------------------------------------------------------------
 
+
 class RCANParams(Params):
     n_resgroups: int = Field(5, ge=1, description="residual groups (the paper's RCAN: 10; light default 5)")
-    n_resblocks: int = Field(10, ge=1, description="channel-attention blocks per group (paper: 20; light default 10)")
+    n_resblocks: int = Field(
+        10, ge=1, description="channel-attention blocks per group (paper: 20; light default 10)"
+    )
     n_feats: int = Field(64, ge=16, description="feature channels (paper: 64)")
     reduction: int = Field(16, ge=1, description="channel-attention reduction ratio (paper: 16)")
 
@@ -139,10 +157,19 @@ class _RCAN(_ArchModel):
     @classmethod
     def arch_kwargs(cls, params: Any, task: Task) -> dict[str, Any]:
         if params.n_feats % params.reduction:
-            raise SpecError(f"rcan: n_feats ({params.n_feats}) must be a multiple of reduction ({params.reduction})")
+            raise SpecError(
+                f"rcan: n_feats ({params.n_feats}) must be a multiple of reduction ({params.reduction})"
+            )
         # rgb_range 255, res_scale 1 and ReLU are what spandrel assumes (they leave no trace in the weights)
-        return {"scale": task.scale, "n_resgroups": params.n_resgroups, "n_resblocks": params.n_resblocks,
-                "n_feats": params.n_feats, "reduction": params.reduction, "rgb_range": 255, "norm": True}
+        return {
+            "scale": task.scale,
+            "n_resgroups": params.n_resgroups,
+            "n_resblocks": params.n_resblocks,
+            "n_feats": params.n_feats,
+            "reduction": params.reduction,
+            "rgb_range": 255,
+            "norm": True,
+        }
 
 
 class RCANStudent(_RCAN, Student, RCAN):
@@ -155,17 +182,25 @@ class RCANTeacher(_ArchTeacher, _RCAN, Teacher, RCAN):
 
 # --- SwinIR -------------------------------------------------------------------------------------
 
+
 class SwinIRParams(Params):
     embed_dim: int = Field(60, ge=6, description="token channels (SwinIR-lightweight 60, classical 180)")
     depths: list[int] = Field([6, 6, 6, 6], min_length=1, description="Swin blocks per residual group")
     num_heads: list[int] = Field([6, 6, 6, 6], min_length=1, description="attention heads per group")
     window_size: int = Field(8, ge=2, description="attention window side (lightweight and classical SR: 8)")
-    mlp_ratio: float = Field(2.0, gt=0, description="MLP hidden size / embed_dim (lightweight 2, classical 4)")
-    img_size: int = Field(64, ge=4, description="training patch side the shifted-window mask is built for (a "
-                                                  "multiple of window_size, larger than it); other sizes work")
+    mlp_ratio: float = Field(
+        2.0, gt=0, description="MLP hidden size / embed_dim (lightweight 2, classical 4)"
+    )
+    img_size: int = Field(
+        64,
+        ge=4,
+        description="training patch side the shifted-window mask is built for (a "
+        "multiple of window_size, larger than it); other sizes work",
+    )
     upsampler: Literal["pixelshuffledirect", "pixelshuffle", "nearest+conv"] = Field(
-        "pixelshuffledirect", description="lightweight: pixelshuffledirect; classical: pixelshuffle; "
-                                          "real-world ×4: nearest+conv")
+        "pixelshuffledirect",
+        description="lightweight: pixelshuffledirect; classical: pixelshuffle; real-world ×4: nearest+conv",
+    )
     drop_path_rate: float = Field(0.1, ge=0, lt=1, description="stochastic depth during training")
 
     @pydantic.model_validator(mode="after")
@@ -175,10 +210,14 @@ class SwinIRParams(Params):
         if any(self.embed_dim % h for h in self.num_heads):
             raise ValueError(f"embed_dim ({self.embed_dim}) must be divisible by every num_heads entry")
         if self.img_size % self.window_size or self.img_size <= self.window_size:
-            raise ValueError("img_size must be a multiple of window_size and larger than it "
-                             "(spandrel reads img_size back from the attention mask)")
+            raise ValueError(
+                "img_size must be a multiple of window_size and larger than it "
+                "(spandrel reads img_size back from the attention mask)"
+            )
         if self.depths[0] < 2:
-            raise ValueError("depths[0] must be at least 2 (the shifted block is how spandrel reads img_size back)")
+            raise ValueError(
+                "depths[0] must be at least 2 (the shifted block is how spandrel reads img_size back)"
+            )
         return self
 
 
@@ -192,14 +231,25 @@ class _SwinIR(_ArchModel):
     def arch_kwargs(cls, params: Any, task: Task) -> dict[str, Any]:
         upsampler = params.upsampler if task.scale > 1 else ""
         if upsampler == "nearest+conv" and task.scale != 4:
-            raise SpecError("swinir: upsampler 'nearest+conv' is for ×4 only; use pixelshuffle or pixelshuffledirect")
+            raise SpecError(
+                "swinir: upsampler 'nearest+conv' is for ×4 only; use pixelshuffle or pixelshuffledirect"
+            )
         # spandrel reads a window of 7 as a JPEG model working on [0, 255]: follow it so the
         # weights are detected back exactly
-        return {"img_size": params.img_size, "embed_dim": params.embed_dim, "depths": list(params.depths),
-                "num_heads": list(params.num_heads), "window_size": params.window_size,
-                "mlp_ratio": params.mlp_ratio, "upscale": task.scale, "upsampler": upsampler,
-                "img_range": 255.0 if params.window_size == 7 else 1.0, "resi_connection": "1conv",
-                "drop_path_rate": params.drop_path_rate, "in_chans": 3}
+        return {
+            "img_size": params.img_size,
+            "embed_dim": params.embed_dim,
+            "depths": list(params.depths),
+            "num_heads": list(params.num_heads),
+            "window_size": params.window_size,
+            "mlp_ratio": params.mlp_ratio,
+            "upscale": task.scale,
+            "upsampler": upsampler,
+            "img_range": 255.0 if params.window_size == 7 else 1.0,
+            "resi_connection": "1conv",
+            "drop_path_rate": params.drop_path_rate,
+            "in_chans": 3,
+        }
 
 
 class SwinIRStudent(_SwinIR, Student, SwinIR):
@@ -213,9 +263,12 @@ class SwinIRTeacher(_ArchTeacher, _SwinIR, Teacher, SwinIR):
 
 # --- ESRGAN (RRDBNet) ---------------------------------------------------------------------------
 
+
 class ESRGANParams(Params):
     num_filters: int = Field(64, ge=8, description="feature channels (ESRGAN 64)")
-    num_blocks: int = Field(6, ge=1, description="RRDB blocks (ESRGAN 23; light default 6, as Real-ESRGAN's anime 6B)")
+    num_blocks: int = Field(
+        6, ge=1, description="RRDB blocks (ESRGAN 23; light default 6, as Real-ESRGAN's anime 6B)"
+    )
 
 
 class _ESRGAN(_ArchModel):
@@ -227,11 +280,18 @@ class _ESRGAN(_ArchModel):
     @classmethod
     def arch_kwargs(cls, params: Any, task: Task) -> dict[str, Any]:
         if task.scale == 3:
-            raise SpecError("esrgan: ×3 is not offered: spandrel reads an RRDBNet's scale from its count of "
-                            "×2 upsampling stages, so a ×3 model would not be detected back; use ×2 or ×4, "
-                            "or another architecture (e.g. rcan, swinir) for ×3")
-        return {"in_nc": 3, "out_nc": 3, "num_filters": params.num_filters, "num_blocks": params.num_blocks,
-                "scale": task.scale}
+            raise SpecError(
+                "esrgan: ×3 is not offered: spandrel reads an RRDBNet's scale from its count of "
+                "×2 upsampling stages, so a ×3 model would not be detected back; use ×2 or ×4, "
+                "or another architecture (e.g. rcan, swinir) for ×3"
+            )
+        return {
+            "in_nc": 3,
+            "out_nc": 3,
+            "num_filters": params.num_filters,
+            "num_blocks": params.num_blocks,
+            "scale": task.scale,
+        }
 
 
 class ESRGANStudent(_ESRGAN, Student, ESRGAN):
@@ -243,6 +303,7 @@ class ESRGANTeacher(_ArchTeacher, _ESRGAN, Teacher, ESRGAN):
 
 
 # --- SPAN ---------------------------------------------------------------------------------------
+
 
 class SPANParams(Params):
     feature_channels: int = Field(28, ge=4, description="feature channels (SPAN 48; light default 28)")
@@ -256,8 +317,13 @@ class _SPAN(_ArchModel):
     @classmethod
     def arch_kwargs(cls, params: Any, task: Task) -> dict[str, Any]:
         # img_range 255 and the DIV2K mean are what spandrel assumes
-        return {"num_in_ch": 3, "num_out_ch": 3, "feature_channels": params.feature_channels,
-                "upscale": task.scale, "norm": True}
+        return {
+            "num_in_ch": 3,
+            "num_out_ch": 3,
+            "feature_channels": params.feature_channels,
+            "upscale": task.scale,
+            "norm": True,
+        }
 
     def __init__(self, params: pydantic.BaseModel | None = None, task: Task | None = None) -> None:
         super().__init__(params, task)
@@ -279,11 +345,15 @@ class SPANTeacher(_ArchTeacher, _SPAN, Teacher, SPAN):
 
 # --- Compact (SRVGGNetCompact) ------------------------------------------------------------------
 
+
 class CompactParams(Params):
     num_feat: int = Field(64, ge=4, description="feature channels (Real-ESRGAN compact: 64)")
-    num_conv: int = Field(16, ge=1, description="body convolutions (realesr-animevideov3 16, general-x4v3 32)")
-    act_type: Literal["prelu"] = Field("prelu", description="activation; only PReLU leaves weights by which "
-                                                            "spandrel detects the model back")
+    num_conv: int = Field(
+        16, ge=1, description="body convolutions (realesr-animevideov3 16, general-x4v3 32)"
+    )
+    act_type: Literal["prelu"] = Field(
+        "prelu", description="activation; only PReLU leaves weights by which spandrel detects the model back"
+    )
 
 
 class _Compact(_ArchModel):
@@ -293,8 +363,14 @@ class _Compact(_ArchModel):
 
     @classmethod
     def arch_kwargs(cls, params: Any, task: Task) -> dict[str, Any]:
-        return {"num_in_ch": 3, "num_out_ch": 3, "num_feat": params.num_feat, "num_conv": params.num_conv,
-                "upscale": task.scale, "act_type": params.act_type}
+        return {
+            "num_in_ch": 3,
+            "num_out_ch": 3,
+            "num_feat": params.num_feat,
+            "num_conv": params.num_conv,
+            "upscale": task.scale,
+            "act_type": params.act_type,
+        }
 
 
 class CompactStudent(_Compact, Student, Compact):
@@ -306,6 +382,7 @@ class CompactTeacher(_ArchTeacher, _Compact, Teacher, Compact):
 
 
 # --- SAFMN --------------------------------------------------------------------------------------
+
 
 class SAFMNParams(Params):
     dim: int = Field(36, ge=4, description="feature channels (SAFMN 36, SAFMN-L 128)")
@@ -321,8 +398,12 @@ class _SAFMN(_ArchModel):
 
     @classmethod
     def arch_kwargs(cls, params: Any, task: Task) -> dict[str, Any]:
-        return {"dim": params.dim, "n_blocks": params.n_blocks, "ffn_scale": params.ffn_scale,
-                "upscaling_factor": task.scale}
+        return {
+            "dim": params.dim,
+            "n_blocks": params.n_blocks,
+            "ffn_scale": params.ffn_scale,
+            "upscaling_factor": task.scale,
+        }
 
 
 class SAFMNStudent(_SAFMN, Student, SAFMN):
@@ -334,6 +415,7 @@ class SAFMNTeacher(_ArchTeacher, _SAFMN, Teacher, SAFMN):
 
 
 # --- OmniSR -------------------------------------------------------------------------------------
+
 
 class OmniSRParams(Params):
     num_feat: int = Field(64, ge=8, description="feature channels (Omni-SR 64)")
@@ -350,9 +432,17 @@ class _OmniSR(_ArchModel):
 
     @classmethod
     def arch_kwargs(cls, params: Any, task: Task) -> dict[str, Any]:
-        return {"num_in_ch": 3, "num_out_ch": 3, "num_feat": params.num_feat, "block_num": params.block_num,
-                "res_num": params.res_num, "window_size": params.window_size, "up_scale": task.scale,
-                "pe": True, "bias": True}
+        return {
+            "num_in_ch": 3,
+            "num_out_ch": 3,
+            "num_feat": params.num_feat,
+            "block_num": params.block_num,
+            "res_num": params.res_num,
+            "window_size": params.window_size,
+            "up_scale": task.scale,
+            "pe": True,
+            "bias": True,
+        }
 
 
 class OmniSRStudent(_OmniSR, Student, OmniSR):
@@ -366,11 +456,31 @@ class OmniSRTeacher(_ArchTeacher, _OmniSR, Teacher, OmniSR):
 #: registered name -> (student class, teacher class, summary)
 ARCHITECTURES: dict[str, tuple[type[Student], type[Teacher], str]] = {
     "edsr": (EDSRStudent, EDSRTeacher, "EDSR (Lim et al. 2017); default EDSR-baseline"),
-    "rcan": (RCANStudent, RCANTeacher, "RCAN residual channel attention (Zhang et al. 2018); 5 groups by default"),
-    "swinir": (SwinIRStudent, SwinIRTeacher, "SwinIR Swin-transformer restoration (Liang et al. 2021); default lightweight"),
-    "esrgan": (ESRGANStudent, ESRGANTeacher, "RRDBNet of ESRGAN / Real-ESRGAN (Wang et al. 2018); ×2, ×4; 6 blocks by default"),
-    "span": (SPANStudent, SPANTeacher, "SPAN parameter-free attention (Wan et al. 2024); 28 channels by default"),
-    "compact": (CompactStudent, CompactTeacher, "SRVGGNetCompact of Real-ESRGAN: plain convs + pixel shuffle"),
+    "rcan": (
+        RCANStudent,
+        RCANTeacher,
+        "RCAN residual channel attention (Zhang et al. 2018); 5 groups by default",
+    ),
+    "swinir": (
+        SwinIRStudent,
+        SwinIRTeacher,
+        "SwinIR Swin-transformer restoration (Liang et al. 2021); default lightweight",
+    ),
+    "esrgan": (
+        ESRGANStudent,
+        ESRGANTeacher,
+        "RRDBNet of ESRGAN / Real-ESRGAN (Wang et al. 2018); ×2, ×4; 6 blocks by default",
+    ),
+    "span": (
+        SPANStudent,
+        SPANTeacher,
+        "SPAN parameter-free attention (Wan et al. 2024); 28 channels by default",
+    ),
+    "compact": (
+        CompactStudent,
+        CompactTeacher,
+        "SRVGGNetCompact of Real-ESRGAN: plain convs + pixel shuffle",
+    ),
     "safmn": (SAFMNStudent, SAFMNTeacher, "SAFMN feature modulation (Sun et al. 2023)"),
     "omnisr": (OmniSRStudent, OmniSRTeacher, "Omni-SR omni self-attention (Wang et al. 2023)"),
 }

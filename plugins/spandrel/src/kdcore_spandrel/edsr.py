@@ -41,7 +41,9 @@ class ResBlock(nn.Module):
     def __init__(self, n_feats: int, res_scale: float) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(n_feats, n_feats, 3, padding=1), nn.ReLU(True), nn.Conv2d(n_feats, n_feats, 3, padding=1)
+            nn.Conv2d(n_feats, n_feats, 3, padding=1),
+            nn.ReLU(True),
+            nn.Conv2d(n_feats, n_feats, 3, padding=1),
         )
         self.res_scale = res_scale
 
@@ -67,13 +69,16 @@ class EDSR(nn.Module):
 
     hyperparameters: dict = {}  # noqa: RUF012 - spandrel's convention; set per instance
 
-    def __init__(self, *, scale: int = 2, n_resblocks: int = 16, n_feats: int = 64, res_scale: float = 1.0) -> None:
+    def __init__(
+        self, *, scale: int = 2, n_resblocks: int = 16, n_feats: int = 64, res_scale: float = 1.0
+    ) -> None:
         super().__init__()
         self.scale = scale
         self.sub_mean = MeanShift(-1)
         self.head = nn.Sequential(nn.Conv2d(3, n_feats, 3, padding=1))
         self.body = nn.Sequential(
-            *[ResBlock(n_feats, res_scale) for _ in range(n_resblocks)], nn.Conv2d(n_feats, n_feats, 3, padding=1)
+            *[ResBlock(n_feats, res_scale) for _ in range(n_resblocks)],
+            nn.Conv2d(n_feats, n_feats, 3, padding=1),
         )
         self.tail = nn.Sequential(_upsampler(scale, n_feats), nn.Conv2d(n_feats, 3, 3, padding=1))
         self.add_mean = MeanShift(1)
@@ -86,9 +91,15 @@ class EDSR(nn.Module):
 
 
 _BASICSR = KeyCondition.has_all(
-    "conv_first.weight", "body.0.conv1.weight", "body.0.conv2.weight", "conv_after_body.weight", "conv_last.weight"
+    "conv_first.weight",
+    "body.0.conv1.weight",
+    "body.0.conv2.weight",
+    "conv_after_body.weight",
+    "conv_last.weight",
 )
-_ORIGINAL = KeyCondition.has_all("head.0.weight", "body.0.body.0.weight", "body.0.body.2.weight", "tail.1.weight")
+_ORIGINAL = KeyCondition.has_all(
+    "head.0.weight", "body.0.body.0.weight", "body.0.body.2.weight", "tail.1.weight"
+)
 
 
 def basicsr_to_original(state: StateDict) -> StateDict:

@@ -55,7 +55,9 @@ def read_state_dict(path: Path, *, where: str) -> StateDict:
     at = f"{where}: " if where else ""
     ext = path.suffix.lower()
     if ext not in EXTENSIONS:
-        raise SpecError(f"{at}{path} is not a checkpoint kdcore can read; give a {', '.join(EXTENSIONS)} file")
+        raise SpecError(
+            f"{at}{path} is not a checkpoint kdcore can read; give a {', '.join(EXTENSIONS)} file"
+        )
     if not path.is_file():
         raise CheckpointError(f"{at}checkpoint {path} does not exist")
     try:
@@ -76,7 +78,10 @@ def read_state_dict(path: Path, *, where: str) -> StateDict:
                 state = torch.load(path, map_location="cpu", weights_only=True)
             except pickle.UnpicklingError as exc:
                 reason = str(exc).strip().splitlines()
-                detail = next((line for line in reason if "GLOBAL" in line or "Unsupported" in line), reason[0] if reason else "")
+                detail = next(
+                    (line for line in reason if "GLOBAL" in line or "Unsupported" in line),
+                    reason[0] if reason else "",
+                )
                 raise CheckpointError(
                     f"{at}{path} refers to Python objects other than tensors ({detail.strip()}); it was not "
                     "loaded and none of its code ran. Re-save only the state dict (torch.save(model.state_dict(), ...)) "
@@ -142,7 +147,11 @@ def check_fits(descriptor: ModelDescriptor, task: Task, path: Path, *, where: st
             f"{descriptor.output_channels} output channels; kdcore needs RGB to RGB (3 and 3)"
         )
     if descriptor.scale != task.scale:
-        what = f"task.scale is {task.scale}" if task.kind == "sr" else "task 'enhance' needs a ×1 restoration model"
+        what = (
+            f"task.scale is {task.scale}"
+            if task.kind == "sr"
+            else "task 'enhance' needs a ×1 restoration model"
+        )
         raise CheckpointError(f"{at}{path} is a {name} model; model is ×{descriptor.scale}, {what}")
     return descriptor
 

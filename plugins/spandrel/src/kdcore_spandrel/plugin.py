@@ -19,7 +19,12 @@ def kdcore_register_students(register: Callable[..., None]) -> None:
 @kdcore.hookimpl
 def kdcore_register_teachers(register: Callable[..., None]) -> None:
     """Registers ``spandrel`` (any detected checkpoint) and the named architectures as teachers."""
-    register("spandrel", SpandrelTeacher,
-             summary="any pretrained SR checkpoint spandrel detects, plus EDSR (.pth, .pt, .ckpt, .safetensors)")
+    register(
+        "spandrel",
+        SpandrelTeacher,
+        summary="any pretrained SR checkpoint spandrel detects, plus EDSR (.pth, .pt, .ckpt, .safetensors)",
+    )
     for name, (_, teacher, summary) in ARCHITECTURES.items():
-        register(name, teacher, summary=summary + " (checkpoint: a run folder or a file of this architecture)")
+        register(
+            name, teacher, summary=summary + " (checkpoint: a run folder or a file of this architecture)"
+        )

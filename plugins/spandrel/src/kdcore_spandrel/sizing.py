@@ -23,7 +23,14 @@ def pad_to(x: torch.Tensor, req: SizeRequirements) -> torch.Tensor:
     return x
 
 
-def run_sized(net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, scale: int, req: SizeRequirements, *, clamp: bool) -> torch.Tensor:
+def run_sized(
+    net: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    scale: int,
+    req: SizeRequirements,
+    *,
+    clamp: bool,
+) -> torch.Tensor:
     """``net`` on a copy of ``x`` (some networks scale their input in place), padded as ``req``
     demands; the output is cropped back to ``scale`` times the input size."""
     h, w = x.shape[-2:]

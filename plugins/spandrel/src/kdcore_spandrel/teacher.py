@@ -67,6 +67,8 @@ class SpandrelTeacher(Teacher):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._net is None:
-            raise SpecError("teacher 'spandrel' has no network yet: give teacher.checkpoint (a .pth, .pt, .ckpt "
-                            "or .safetensors file; for kdcore inspect: --checkpoint)")
+            raise SpecError(
+                "teacher 'spandrel' has no network yet: give teacher.checkpoint (a .pth, .pt, .ckpt "
+                "or .safetensors file; for kdcore inspect: --checkpoint)"
+            )
         return run_sized(self._net, x, self.task.scale, self._size, clamp=True)
