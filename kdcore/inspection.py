@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass
-from typing import Any
 
 import torch
 
+from kdcore.engine.taps import first_tensor
 from kdcore.errors import SpecError
-from kdcore.interfaces import ModelOutput, Task, Teacher
+from kdcore.interfaces import Task, Teacher
 
 
 @dataclass
@@ -30,19 +30,6 @@ class ModuleInfo:
     shape: list[int] | None
     kind: str
     calls: int = 0
-
-
-def _first_tensor(value: Any) -> torch.Tensor | None:
-    if isinstance(value, torch.Tensor):
-        return value
-    if isinstance(value, ModelOutput):
-        return value.image
-    if isinstance(value, (tuple, list)):
-        for v in value:
-            t = _first_tensor(v)
-            if t is not None:
-                return t
-    return None
 
 
 def _kind(shape: list[int] | None) -> str:
@@ -102,7 +89,7 @@ def inspect_model(
 
     def hook(path: str):
         def record(module, inputs, output):
-            t = _first_tensor(output)
+            t = first_tensor(output)
             shape = list(t.shape) if t is not None else None
             if path not in seen:
                 order.append(path)

@@ -10,14 +10,15 @@ from kdcore.errors import SpecError
 from kdcore.interfaces import ModelOutput
 
 
-def _first_tensor(value) -> torch.Tensor | None:
+def first_tensor(value) -> torch.Tensor | None:
+    """The first tensor in a module's output (a tensor, a ModelOutput's image, or inside a tuple/list)."""
     if isinstance(value, torch.Tensor):
         return value
     if isinstance(value, ModelOutput):
         return value.image
     if isinstance(value, (tuple, list)):
         for v in value:
-            t = _first_tensor(v)
+            t = first_tensor(v)
             if t is not None:
                 return t
     return None
@@ -50,7 +51,7 @@ class FeatureTaps:
 
     def _hook(self, path: str):
         def hook(module, inputs, output):
-            tensor = _first_tensor(output)
+            tensor = first_tensor(output)
             if tensor is None:
                 raise SpecError(f"module {path!r} ({type(module).__name__}) returns no tensor to capture")
             self.features[path] = tensor
