@@ -79,7 +79,7 @@ def test_paired_folders_train_evaluate_and_resume(tmp_path, paired_images, kind)
     with pytest.raises(KeyboardInterrupt):
         kdcore.run(part, callback=stop_at_3)
     kdcore.run(part, resume=True)
-    # the uninterrupted run to compare with, in this same process (same thread pools)
+    # the uninterrupted run to compare with, in this same process, like the resumed one
     kdcore.run(dict(spec, output=str(tmp_path / f"full-{kind}")))
     a = (tmp_path / f"full-{kind}" / "model.safetensors").read_bytes()
     b = (tmp_path / f"part-{kind}" / "model.safetensors").read_bytes()

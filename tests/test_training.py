@@ -60,7 +60,7 @@ def test_kill_9_then_resume_is_bit_identical(tiny_spec, tmp_path):
     spec = dict(tiny_spec)
     spec["losses"] = [{"name": "slow-l1", "params": {"delay": 0.15}}]
     spec["train"] = dict(tiny_spec["train"], steps=12, checkpoint_every=1)
-    # both runs in fresh processes: state an earlier test left in this one (thread pools) must not
+    # both runs in fresh processes: state an earlier test left in this one must not
     # change the arithmetic of one side only
     full = dict(spec, output=str(tmp_path / "full"))
     (tmp_path / "full.json").write_text(json.dumps(full))
