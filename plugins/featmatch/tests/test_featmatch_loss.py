@@ -70,6 +70,20 @@ def test_l1_l2_match_hand_computation(distance: str, expected: float, adapter: s
     assert value.item() == pytest.approx(expected)
 
 
+def test_normalize_divides_by_the_teachers_mean_magnitude() -> None:
+    params = {"pairs": [{"student": "f", "teacher": "g", "adapter": "identity"}], "distance": "l1", "normalize": True}
+    loss = built(params, {"f": S}, {"g": T})
+    scale = T.abs().mean().item()  # 2.5
+    assert loss(*outputs({"f": S}, {"g": T}), None).item() == pytest.approx((1 + 0 + 2 + 1) / 4 / scale)
+    # scaling both maps by 100 leaves the normalised term unchanged; the plain one grows 100×
+    big = built(params, {"f": 100 * S}, {"g": 100 * T})
+    assert big(*outputs({"f": 100 * S}, {"g": 100 * T}), None).item() == pytest.approx(1 / scale)
+    # an all-zero teacher map is divided by 1, never by 0
+    zero = torch.zeros_like(T)
+    plain = built(params, {"f": S}, {"g": zero})
+    assert plain(*outputs({"f": S}, {"g": zero}), None).item() == pytest.approx(S.abs().mean().item())
+
+
 def test_weighted_sum_over_pairs() -> None:
     a = {"f": S, "h": 2 * S}
     b = {"g": T, "k": T}

@@ -61,6 +61,19 @@ def match_resolution(
     raise KdcoreError(f"unknown resize mode {mode!r}; use one of {list(RESIZES)}")
 
 
+def teacher_normalised(student: torch.Tensor, teacher: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both maps divided by the teacher map's per-sample mean |value| (detached; 1 for a zero map).
+
+    An l1 or l2 distance between the results is relative to the teacher's feature magnitude, so
+    it does not grow with the scale of the teacher's activations (an EDSR body can run in the
+    hundreds) and a loss weight means the same for any teacher.
+    """
+    t = teacher.detach()
+    scale = t.abs().mean(dim=tuple(range(1, t.ndim)), keepdim=True)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    return student / scale, t / scale
+
+
 def _hw(size: tuple[int, ...]) -> str:
     return f"{size[0]}×{size[1]}"
 
@@ -194,6 +207,16 @@ class FeatureMatchingLoss(Loss):
             description=(
                 "with distance 'affinity', maps larger than this on a side are average-pooled "
                 "down to at most affinity_size×affinity_size first, to bound the cost"
+            ),
+        )
+
+        normalize: bool = pydantic.Field(
+            default=False,
+            description=(
+                "divide both maps by the teacher map's per-sample mean |value| before the l1/l2 "
+                "distance, so the term does not scale with the teacher's activations (advised "
+                "when the teacher's features are large, as in EDSR or RCAN bodies); 'affinity' "
+                "is scale-free already"
             ),
         )
 
@@ -364,6 +387,8 @@ class FeatureMatchingLoss(Loss):
                     f"feature-matching {where}: the adapted student map has {s.shape[1]} "
                     f"channels but the teacher's has {t.shape[1]}; use adapter 'conv1x1'"
                 )
+            if self.params.normalize:
+                s, t = teacher_normalised(s, t)
             d = feature_distance(s, t, self.params.distance, self.params.affinity_size)
             total = total + pair.weight * d
         return total
