@@ -5,7 +5,8 @@
 Sections: speed (latency, baseline, memory, sr, training step, channels_last, torch.compile),
 PyTorch eager vs onnxruntime latency of exported students (and which architectures export),
 distillation step cost in the training engine, quality (sr ×2 distillation vs alone; enhance with
-an operator teacher), and GPU latency when CUDA is available. Sized to finish in under 30 minutes
+an operator teacher), the KD table (an EDSR teacher, two students, every distillation recipe against
+the student alone, several seeds), and GPU latency when CUDA is available. Sized to finish in under 30 minutes
 on two CPU cores; ``--smoke`` runs the same code on tiny sizes in well under a minute.
 """
 
@@ -27,6 +28,7 @@ import kdcore  # noqa: E402
 import common  # noqa: E402
 import architectures  # noqa: E402
 import distill_cost  # noqa: E402
+import kd_table  # noqa: E402
 import onnx_latency  # noqa: E402
 import quality  # noqa: E402
 import report  # noqa: E402
@@ -114,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", type=Path, default=None,
                         help="the report (default: BENCHMARKS.md at the repository root; OUT/BENCHMARKS.md with --smoke)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--skip", nargs="*", default=[], choices=["speed", "compile", "memory", "quality", "cost", "gpu", "onnx", "architectures"],
+    parser.add_argument("--skip", nargs="*", default=[], choices=["speed", "compile", "memory", "quality", "cost", "gpu", "onnx", "kd", "architectures"],
                         help="sections to leave out")
     args = parser.parse_args(argv)
     for folder in args.data:
@@ -235,6 +237,13 @@ def main(argv: list[str] | None = None) -> int:
             results["quality_folders"] = [quality.evaluate_folder(f, sr, enhance) for f in args.data]
             done("quality_folders")
 
+    if "kd" not in args.skip:
+        section("kd_table")
+        _log("KD table: an edsr teacher, two students, distilled vs alone per seed")
+        results["kd_table"] = kd_table.measure(kd_table.CONFIGS["smoke" if args.smoke else "full"], runs_dir,
+                                               None if cfg["data"] else data, log=_log)
+        done("kd_table")
+
     if "architectures" not in args.skip:
         section("architectures")
         _log("SR architectures (kdcore-spandrel): parameters, latency, short-training PSNR")
@@ -250,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     text = report.markdown(results, plots, markdown.parent, out)
     if "fused_targets" in results:
         text += "\n" + speed.fused_targets_markdown(results["fused_targets"], _operator_psnr(results))
+    if "kd_table" in results:
+        text = kd_table.replace_section(text, kd_table.markdown(results["kd_table"]))
     if "architectures" in results:
         text = architectures.replace_section(text, architectures.markdown(results["architectures"]))
     markdown.parent.mkdir(parents=True, exist_ok=True)

@@ -42,6 +42,14 @@ def test_smoke_run_writes_report_json_and_plots(run_all, tmp_path):
     assert set(arch["quality"]) == set(arch["models"]) and arch["params"]["compact"] > 0
     assert all(t["min_ms"] > 0 for t in arch["latency"]["32x32"].values())
     assert "## SR architectures (kdcore-spandrel)" in md.read_text()
+    kd = results["kd_table"]
+    assert set(kd["students"]) == {"deformable-hdrnet", "compact"}
+    for entry in kd["students"].values():
+        assert set(entry["rows"]) == {"alone", "distilled", "feature-matching", "unlabeled"}
+        assert all(len(runs) == len(kd["config"]["seeds"]) for runs in entry["rows"].values())
+    assert set(kd["latency"]) == {"teacher", "deformable-hdrnet", "compact"}
+    kd_text = md.read_text().split("<!-- kd-table:start -->")[1]
+    assert "## KD table" in kd_text and "| `compact` | distilled + unlabelled zoom-in |" in kd_text
     sr = results["quality_sr"]
     assert len(sr["distilled"]) == len(sr["alone"]) == len(sr["seeds"])
     assert set(results["distill_cost"]["variants"]) == {"plain", "distill-cache-memory", "distill-cache-off"}
