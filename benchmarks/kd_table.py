@@ -10,7 +10,7 @@ sr ×2 on ``builtin:photos`` / ``builtin:photos-val``. The teacher is the quicks
 - *distilled, output losses*: L1 to the ground truth + 0.5 · L1 to the teacher's image + 0.5 ·
   relative difference to the teacher's image;
 - *+ feature matching*: the same + 0.1 · normalised feature matching of one student map with the
-  teacher's last body block (``body.7``; resized by area pooling where the sizes differ);
+  teacher's body block ``body.7`` (resized by area pooling where the sizes differ);
 - *+ unlabelled zoom-in*: the output losses, with half of each batch drawn from the training
   photos used as low-resolution inputs (``data.unlabeled``), which only the teacher can label.
 
@@ -63,11 +63,11 @@ ROW_LABELS = {"alone": "alone", "distilled": "distilled (output losses)",
               "feature-matching": "distilled + feature matching", "unlabeled": "distilled + unlabelled zoom-in"}
 
 CONFIGS: dict[str, dict[str, Any]] = {
-    "full": {"teacher_steps": 3000, "student_steps": {"deformable-hdrnet": 400, "compact": 800},
+    "full": {"teacher": TEACHER, "teacher_steps": 3000, "student_steps": {"deformable-hdrnet": 400, "compact": 800},
              "lr": {"deformable-hdrnet": 5e-4, "compact": 1e-3}, "seeds": [0, 1, 2],
              "data": {"train": "builtin:photos", "val": "builtin:photos-val", "patch_size": 96, "batch_size": 8},
              "teacher_patch": 64, "latency_input": (540, 960), "latency_repeats": 3},
-    "smoke": {"teacher_steps": 2, "student_steps": {"deformable-hdrnet": 2, "compact": 2},
+    "smoke": {"teacher": TEACHER, "teacher_steps": 2, "student_steps": {"deformable-hdrnet": 2, "compact": 2},
               "lr": {"deformable-hdrnet": 5e-4, "compact": 1e-3}, "seeds": [0, 1], "data": None,
               "teacher_patch": 16, "latency_input": (32, 48), "latency_repeats": 2},
 }
@@ -88,7 +88,7 @@ def losses_for(row: str, feature: str) -> list[dict]:
     return losses
 
 
-def spec_for(cfg: dict, data: dict, student: dict, row: str, feature: str, steps: int, lr: float, seed: int,
+def spec_for(teacher: dict, data: dict, student: dict, row: str, feature: str, steps: int, lr: float, seed: int,
              teacher_dir: Path, out: Path) -> dict:
     """The spec of one (student, row, seed) run."""
     spec: dict[str, Any] = {
@@ -98,7 +98,7 @@ def spec_for(cfg: dict, data: dict, student: dict, row: str, feature: str, steps
                   "log_every": max(1, steps // 4)},
         "output": str(out)}
     if row != "alone":
-        spec["teacher"] = {**TEACHER, "checkpoint": str(teacher_dir)}
+        spec["teacher"] = {**teacher, "checkpoint": str(teacher_dir)}
     if row == "unlabeled":
         spec["data"].update({"unlabeled": [data["train"]], "unlabeled_ratio": 0.5})
     return spec
@@ -114,17 +114,18 @@ def measure(cfg: dict, runs: Path, data: dict | None = None, log=_log) -> dict[s
     """Trains the teacher and every (student, row, seed); returns the table's numbers."""
     data = data or cfg["data"]
     t0 = time.perf_counter()
+    spec = cfg["teacher"]
     teacher_dir = runs / "kd-teacher"
-    log(f"  KD table: teacher {TEACHER['name']} {TEACHER['params']}, {cfg['teacher_steps']} steps")
+    log(f"  KD table: teacher {spec['name']} {spec['params']}, {cfg['teacher_steps']} steps")
     teacher = kdcore.run({
-        "task": {"kind": "sr", "scale": 2}, "data": {**data, "patch_size": cfg["teacher_patch"]}, "student": TEACHER,
+        "task": {"kind": "sr", "scale": 2}, "data": {**data, "patch_size": cfg["teacher_patch"]}, "student": spec,
         "losses": [{"name": "l1"}],
         "train": {"steps": cfg["teacher_steps"], "lr": 5e-4, "warmup_steps": 20, "seed": 0,
                   "log_every": max(1, cfg["teacher_steps"] // 4)},
         "output": str(teacher_dir)}, overwrite=True)
     result: dict[str, Any] = {
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}, "data": data,
-        "teacher": {"spec": TEACHER, "run": str(teacher_dir), "psnr": teacher["student"]["psnr"],
+        "teacher": {"spec": spec, "run": str(teacher_dir), "psnr": teacher["student"]["psnr"],
                     "ssim": teacher["student"]["ssim"], "params": teacher["student"]["params"]},
         "bicubic": {"psnr": teacher["baseline"]["psnr"], "ssim": teacher["baseline"]["ssim"]},
         "output_losses": OUTPUT_LOSSES, "students": {}}
@@ -134,7 +135,7 @@ def measure(cfg: dict, runs: Path, data: dict | None = None, log=_log) -> dict[s
             for row in ROWS:
                 log(f"  KD table: {name} {row}, seed {seed}, {cfg['student_steps'][name]} steps")
                 folder = runs / f"kd-{name}-{row}-seed{seed}"
-                s = kdcore.run(spec_for(cfg, data, entry["spec"], row, entry["feature"], cfg["student_steps"][name],
+                s = kdcore.run(spec_for(spec, data, entry["spec"], row, entry["feature"], cfg["student_steps"][name],
                                         cfg["lr"][name], seed, teacher_dir, folder), overwrite=True)
                 rows[row].append({"seed": seed, "run": str(folder), "psnr": s["student"]["psnr"],
                                   "ssim": s["student"]["ssim"], "seconds": s["seconds"],
@@ -176,7 +177,8 @@ def summarise(result: dict) -> dict[str, Any]:
             gains = [r["psnr"] - alone[r["seed"]] for r in runs]
             rows[row] = {"psnr": spread(psnr), "ssim": spread([r["ssim"] for r in runs]), "gain": spread(gains),
                          "kept": spread([(p - bicubic) / (teacher - bicubic) for p in psnr]) if teacher > bicubic else None,
-                         "apart": row == "alone" or min(psnr) > max(alone.values())}
+                         "apart": row != "alone" and (min(psnr) > max(alone.values())
+                                                      or max(psnr) < min(alone.values()))}
         out[name] = rows
     return out
 
@@ -195,7 +197,7 @@ def markdown(result: dict) -> str:
     lat = result["latency"]
     h, w = cfg["latency_input"]
     lines = [START, "## KD table: does distillation pay? (sr ×2, `builtin:photos-val`)", "",
-             f"Teacher: `edsr` {TEACHER['params']} ({result['teacher']['params']:,} parameters), trained alone for "
+             f"Teacher: `edsr` {result['teacher']['spec']['params']} ({result['teacher']['params']:,} parameters), trained alone for "
              f"{cfg['teacher_steps']} steps (patch {cfg['teacher_patch']}). Students per seed {cfg['seeds']}: "
              + ", ".join(f"`{n}` {e['spec']['params']} ({cfg['student_steps'][n]} steps, lr {cfg['lr'][n]})"
                          for n, e in result["students"].items())
@@ -217,7 +219,8 @@ def markdown(result: dict) -> str:
             r = s[name][row]
             gain = "—" if row == "alone" else f"{r['gain']['mean']:+.3f} ± {r['gain']['std']:.3f}"
             kept = "—" if r["kept"] is None else f"{100 * r['kept']['mean']:.0f}%"
-            apart = "—" if row == "alone" else ("yes" if r["apart"] else "no (within noise)")
+            apart = ("—" if row == "alone" else "no (within noise)" if not r["apart"]
+                     else "yes: a gain" if r["gain"]["mean"] > 0 else "yes: a loss")
             lines.append(f"| `{name}` | {ROW_LABELS[row]} | {_fmt(r['psnr'])} | {r['ssim']['mean']:.4f} | {gain} | "
                          f"{kept} | {apart} |")
         lines.append(f"| `{name}` | distilled + forward adaptation / teacher init | n/a: no `{name}` tensor has an "
@@ -240,6 +243,9 @@ def markdown(result: dict) -> str:
         lines.append(f"- `{n}` distilled ≥ alone + {KD_GAIN_DB} dB with the seed ranges apart: best row "
                      f"*{ROW_LABELS[row]}*, {r['gain']['mean']:+.3f} dB, ranges apart: {'yes' if r['apart'] else 'no'}; "
                      f"{_verdict(r['gain']['mean'] >= KD_GAIN_DB and r['apart'])}.")
+        if s[n]["alone"]["kept"] and s[n]["alone"]["kept"]["mean"] >= 0.9:
+            lines.append(f"  Trained alone, `{n}` already reaches {100 * s[n]['alone']['kept']['mean']:.0f}% of the "
+                         "teacher's gain over bicubic: this teacher has little left to teach it.")
     if dh in lat:
         share = lat[dh]["median_ms"] / lat["teacher"]["median_ms"]
         lines.append(f"- `{dh}` at ≤ {LATENCY_SHARE:g} of the teacher's 1080p-output latency: {share:.3f}, "
@@ -266,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", type=Path, default=None, help="default: BENCHMARKS.md (OUT/ with --smoke)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--render", action="store_true", help="only rewrite the section from OUT/kd_table.json")
+    parser.add_argument("--teacher", type=int, nargs=3, metavar=("BLOCKS", "FEATS", "STEPS"),
+                        help="the edsr teacher's n_resblocks, n_feats and training steps (default 8 32 3000)")
     args = parser.parse_args(argv)
     md = args.markdown or (args.out / "BENCHMARKS.md" if args.smoke else common.ROOT / "BENCHMARKS.md")
     if args.render:
@@ -273,7 +281,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         warnings.simplefilter("ignore")
         torch.set_num_threads(args.threads)
-        cfg = CONFIGS["smoke" if args.smoke else "full"]
+        cfg = dict(CONFIGS["smoke" if args.smoke else "full"])
+        if args.teacher:
+            blocks, feats, steps = args.teacher
+            cfg["teacher"] = {"name": "edsr", "params": {"n_resblocks": blocks, "n_feats": feats}}
+            cfg["teacher_steps"] = steps
         data = None
         if cfg["data"] is None:
             from run_all import _smoke_data

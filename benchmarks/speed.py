@@ -262,7 +262,8 @@ def fused_targets_markdown(r: dict[str, Any], quality: dict[str, Any] | None = N
            f"(numba {path['numba']}, threading layer {path['threading_layer']}); *pytorch* rows are the same models "
            f"with `KDCORE_HDRNET_FUSED=0`, today's path. Load average before / after: "
            f"{', '.join(f'{v:.1f}' for v in r['loadavg_before'])} / {', '.join(f'{v:.1f}' for v in r['loadavg_after'])} "
-           "on 2 cores, so absolute times are inflated several-fold and the ratios are the numbers to read.\n\n")
+           + ("on 2 cores, so absolute times are inflated several-fold and the ratios are the numbers to read.\n\n"
+              if max(r["loadavg_before"][0], r["loadavg_after"][0]) > 2.5 else "on 2 cores (a quiet machine).\n\n"))
     out = ["## Fused CPU inference (issue 14)\n\n", intro,
            "| measure | measured | target | verdict |\n|---|---|---|---|\n"]
     out += [f"| {a} | {b} | {c} | {d} |\n" for a, b, c, d in rows]
