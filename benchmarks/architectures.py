@@ -166,10 +166,7 @@ def markdown(r: dict[str, Any]) -> str:
 
 def replace_section(text: str, section: str) -> str:
     """``text`` with its architectures section replaced by ``section`` (appended when absent)."""
-    if START in text and END in text:
-        before, rest = text.split(START, 1)
-        return before + section.rstrip("\n") + rest.split(END, 1)[1]
-    return text.rstrip("\n") + "\n\n" + section
+    return common.replace_marked(text, section, START, END)
 
 
 def main(argv: list[str] | None = None) -> int:

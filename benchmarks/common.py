@@ -110,3 +110,14 @@ def write_json(path: Path, data: Any) -> None:
     """Writes ``data`` as indented JSON (creating the folder)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def replace_marked(text: str, section: str, start: str, end: str) -> str:
+    """``text`` with the part between the markers ``start`` and ``end`` replaced by ``section``.
+
+    ``section`` carries the markers itself; it is appended when ``text`` has none.
+    """
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        return before + section.rstrip("\n") + rest.split(end, 1)[1]
+    return text.rstrip("\n") + "\n\n" + section

@@ -259,10 +259,7 @@ def markdown(result: dict) -> str:
 
 def replace_section(text: str, section: str) -> str:
     """``text`` with its KD-table section replaced by ``section`` (appended when absent)."""
-    if START in text and END in text:
-        before, rest = text.split(START, 1)
-        return before + section.rstrip("\n") + rest.split(END, 1)[1]
-    return text.rstrip("\n") + "\n\n" + section
+    return common.replace_marked(text, section, START, END)
 
 
 def main(argv: list[str] | None = None) -> int:
