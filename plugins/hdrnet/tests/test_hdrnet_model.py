@@ -183,3 +183,29 @@ def test_teacher_is_the_same_network() -> None:
     x = torch.rand(1, 3, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(teacher.eval()(x), student.eval()(x))
+
+
+@pytest.mark.parametrize("cls_name", ["hdrnet", "deformable-hdrnet"])
+def test_sr_residual_branch_starts_at_zero_then_learns(cls_name: str) -> None:
+    task = kdcore.Task(kind="sr", scale=2)
+    params = {"net_input_size": 64, "spatial_bins": 4}
+    torch.manual_seed(0)
+    plain = kdcore.create("student", cls_name, params, task)
+    torch.manual_seed(0)
+    wide = kdcore.create("student", cls_name, {**params, "sr_residual_channels": 8}, task)
+    assert {n for n, _ in wide.named_modules()} - {n for n, _ in plain.named_modules()} == {
+        "sr_residual", *(f"sr_residual.{i}" for i in range(6))}
+    missing = wide.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert missing and all(k.startswith("sr_residual.") for k in missing)
+    x = torch.rand(2, 3, 24, 20)
+    with torch.no_grad():
+        assert torch.equal(wide.eval()(x), plain.eval()(x))  # the last conv starts at zero
+    wide.train()
+    y = wide(x)
+    assert y.shape == (2, 3, 48, 40)
+    (y - torch.rand_like(y)).abs().mean().backward()
+    last = wide.sr_residual[4]
+    assert last.weight.grad is not None and last.weight.grad.abs().sum() > 0
+    # enhance models never build it
+    enhance = kdcore.create("student", cls_name, {**params, "sr_residual_channels": 8}, kdcore.Task(kind="enhance"))
+    assert enhance.sr_residual is None

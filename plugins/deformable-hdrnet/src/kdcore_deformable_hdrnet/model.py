@@ -215,10 +215,10 @@ class DeformableHDRNet(HDRNet):
         offsets = self.slice_offsets.on_lattice(self.slice_offsets(grid), p.slice_lattice)
         return deform_grid(grid, offsets, p.slice_lattice)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """B×3×h×w in [0, 1] → B×3×(h·scale)×(w·scale) in [0, 1]."""
+    def forward_grid(self, x: torch.Tensor) -> torch.Tensor:
+        """The bilateral-grid model's image, B×3×(h·scale)×(w·scale) in [0, 1]."""
         if self.slice_offsets is None or self.params.slice_offset_mode != "pixel":
-            return super().forward(x)
+            return super().forward_grid(x)
         grid = self.predict_grid(x)
         logits = self.slice_offsets(grid)
         full = self.fullres_input(x)

@@ -90,6 +90,15 @@ class HDRNetParams(kdcore.interfaces.Params):
         "amplify per pixel, as in sr (0 = the paper's affine-only model). Local operators "
         "(sharpening, local contrast) need them: see the README, 'Learning operators'.",
     )
+    sr_residual_channels: int = pydantic.Field(
+        default=0,
+        ge=0,
+        le=128,
+        description="sr only: width of a small learned residual branch on the low-resolution input "
+        "(three 3×3 convs, the last to 3·scale² channels, then pixel shuffle) added to the output, "
+        "for the detail that gains on the bicubic upscale cannot make; its last conv starts at "
+        "zero, so the model starts as without it. 0 = none (the paper's model).",
+    )
     lowres_antialias: bool = pydantic.Field(
         default=False,
         description="Antialias when shrinking the input to net_input_size (the official code does not).",
@@ -106,11 +115,34 @@ class HDRNetParams(kdcore.interfaces.Params):
         return self
 
 
+class SRResidual(nn.Sequential):
+    """The optional sr residual branch: conv3×3 → ReLU → conv3×3 → ReLU → conv3×3 → pixel shuffle.
+
+    Maps the B×3×h×w input to a B×3×(h·s)×(w·s) correction; the last conv starts at zero.
+    """
+
+    def __init__(self, channels: int, scale: int):
+        super().__init__(
+            nn.Conv2d(3, channels, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels, 3 * scale * scale, 3, padding=1),
+            nn.PixelShuffle(scale),
+        )
+        last = self[4]
+        assert isinstance(last, nn.Conv2d)
+        nn.init.zeros_(last.weight)
+        assert last.bias is not None
+        nn.init.zeros_(last.bias)
+
+
 class HDRNet(kdcore.Student):
     """HDRNet student: ``forward(x)`` maps B×3×h×w in [0, 1] to B×3×(h·s)×(w·s) in [0, 1].
 
     Named submodules (stable, usable as feature paths): ``lowres.splat``, ``lowres.global_path``,
-    ``lowres.local_path``, ``lowres.fusion``, ``lowres.coefficients``, ``guide``.
+    ``lowres.local_path``, ``lowres.fusion``, ``lowres.coefficients``, ``guide``; with
+    ``sr_residual_channels`` also ``sr_residual`` (and ``sr_residual.1``, ``.3``: its hidden maps).
 
     Extension points for subclasses: :meth:`_make_local_conv` (the local path's 3×3 convs) and
     :meth:`slice_coefficients` (accepts per-pixel spatial ``offsets``).
@@ -138,6 +170,9 @@ class HDRNet(kdcore.Student):
             CurveGuide() if p.guide == "pointwise-curve" else ConvGuide(p.guide_hidden)
         )
         self._init_coefficients()
+        self.sr_residual: SRResidual | None = None
+        if self.task.kind == "sr" and p.sr_residual_channels:
+            self.sr_residual = SRResidual(p.sr_residual_channels, self.scale)
 
     # ----------------------------------------------------------------- extension points
     def _make_local_conv(self, in_ch: int, out_ch: int, bias: bool) -> nn.Module:
@@ -223,6 +258,13 @@ class HDRNet(kdcore.Student):
         """B×3×h×w in [0, 1] → B×3×(h·scale)×(w·scale) in [0, 1]."""
         if self.training:
             self._check_training_size(x)
+        out = self.forward_grid(x)
+        if self.sr_residual is None:
+            return out
+        return (out + self.sr_residual(x)).clamp(0, 1)
+
+    def forward_grid(self, x: torch.Tensor) -> torch.Tensor:
+        """The bilateral-grid model's image, without the optional sr residual branch."""
         grid = self.predict_grid(x)
         if self._can_fuse(x, grid):
             return self._forward_fused(grid, x)
