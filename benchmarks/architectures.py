@@ -42,8 +42,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
 START, END = "<!-- architectures:start -->", "<!-- architectures:end -->"
 
 
-def _log(text: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+_log = common.log
 
 
 def latency(models: list[str], sizes: dict[str, tuple[int, int]], repeats: dict[str, int],

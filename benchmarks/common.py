@@ -50,6 +50,11 @@ def machine_info(threads: int) -> dict[str, Any]:
     return info
 
 
+def log(text: str) -> None:
+    """A progress line with the time of day, flushed at once."""
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
 def loadavg() -> list[float] | None:
     """1, 5 and 15 minute load averages (None where the OS has none)."""
     try:

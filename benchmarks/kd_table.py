@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 import warnings
@@ -39,6 +38,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common
+from quality import spread
 
 import kdcore
 
@@ -73,8 +73,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
-def _log(text: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+_log = common.log
 
 
 def losses_for(row: str, feature: str) -> list[dict]:
@@ -102,12 +101,6 @@ def spec_for(teacher: dict, data: dict, student: dict, row: str, feature: str, s
     if row == "unlabeled":
         spec["data"].update({"unlabeled": [data["train"]], "unlabeled_ratio": 0.5})
     return spec
-
-
-def spread(values: list[float]) -> dict[str, float]:
-    """mean, sample std (0 for one value), min and max."""
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "min": min(values), "max": max(values), "n": len(values)}
 
 
 def measure(cfg: dict, runs: Path, data: dict | None = None, log=_log) -> dict[str, Any]:

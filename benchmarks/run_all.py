@@ -91,8 +91,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
-def _log(text: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+_log = common.log
 
 
 def _smoke_data(folder: Path) -> dict:
