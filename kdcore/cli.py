@@ -90,11 +90,25 @@ def format_table(summary: dict) -> str:
         note = "\n(no ground truth: scores measure agreement with the teacher)"
     size = summary.get("latency_input")
     lat = (
-        f"\nlatency: median of 5 runs on one {size[0]}×{size[1]} input, {summary.get('device', 'cpu')}"
+        f"\nlatency: median of {_latency_runs(summary)} runs on one {size[0]}×{size[1]} input, "
+        f"{summary.get('device', 'cpu')}"
         if size
         else ""
     )
     return "\n".join(lines) + note + lat
+
+
+def _latency_runs(summary: dict) -> str:
+    """'5', or '3–5' where the models were timed a different number of times (slow ones fewer)."""
+    counts = {
+        block["latency_runs"]
+        for key in ("student", "teacher", "alone", "init-only")
+        if isinstance(block := summary.get(key), dict) and "latency_runs" in block
+    }
+    if not counts:
+        return "5"  # summaries written before latency_runs was recorded
+    low, high = min(counts), max(counts)
+    return str(low) if low == high else f"{low}–{high}"
 
 
 def format_seeds_table(result: dict) -> str:

@@ -22,6 +22,7 @@ def test_supervised_run_writes_the_run_folder(tiny_spec):
     assert summary["student"]["params"] == sum(p.numel() for p in kdcore.load(out).parameters())
     for key in ("psnr", "ssim"):
         assert summary["student"][key] > 0 and summary["baseline"][key] > 0
+    assert 3 <= summary["student"]["latency_runs"] <= 5 and summary["student"]["latency_ms"] > 0
     records = [json.loads(l) for l in open(f"{out}/metrics.jsonl")]
     assert [r["step"] for r in records if not r.get("eval")] == [1, 2, 3]
     assert all("step" in r for r in records) and records[-1]["eval"]
@@ -46,6 +47,7 @@ def test_distillation_with_features_and_adapters(tiny_spec, tmp_path):
     steps = []
     summary = kdcore.run(spec, callback=lambda e: steps.append(e.terms) if isinstance(e, StepEnded) else None)
     assert summary["teacher"]["name"] == "tiny-sr" and summary["teacher"]["psnr"] is not None
+    assert 3 <= summary["teacher"]["latency_runs"] <= 5
     assert set(steps[0]) == {"l1", "feat-l2"}
     state = torch.load(f"{spec['output']}/checkpoint.pt", weights_only=True)
     adapter = state["losses"]["1.adapter.conv.weight"]
@@ -117,3 +119,34 @@ def test_enhance_with_operator_style_teacher_has_no_target(tiny_spec, tmp_path):
     assert summary["measured_against"] == "teacher" and summary["baseline"]["name"] == "identity"
     with pytest.raises(SpecError, match="no targets"):
         kdcore.validate(dict(spec, teacher=None))
+
+
+class _Sleeper(torch.nn.Module):
+    """A model whose every call takes at least ``seconds``."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds, self.calls = seconds, 0
+
+    def forward(self, x):
+        import time
+
+        self.calls += 1
+        time.sleep(self.seconds)
+        return x
+
+
+def test_latency_stops_at_its_budget_after_the_minimum_runs():
+    from kdcore.engine.evaluate import latency_samples
+
+    slow = _Sleeper(0.02)
+    times = latency_samples(slow, torch.zeros(1, 3, 4, 4), runs=5, budget_s=0.03, min_runs=3)
+    assert len(times) == 3 and slow.calls == 4  # one warm-up call, then the minimum: 60 ms > the 30 ms budget
+    assert min(times) >= 20
+
+
+def test_latency_takes_every_run_within_its_budget():
+    from kdcore.engine.evaluate import latency_samples
+
+    fast = _Sleeper(0.0)
+    assert len(latency_samples(fast, torch.zeros(1, 3, 4, 4), runs=5, budget_s=60.0, min_runs=3)) == 5

@@ -104,13 +104,29 @@ def _nearest(img: torch.Tensor, size) -> torch.Tensor:
     return F.interpolate(img[None], size=tuple(size), mode="nearest")[0]
 
 
+#: latency: at most this many timed calls, at least MIN_LATENCY_RUNS, stopping once LATENCY_BUDGET_S is spent
+LATENCY_RUNS = 5
+MIN_LATENCY_RUNS = 3
+LATENCY_BUDGET_S = 10.0
+
+
 @torch.inference_mode()
-def measure_latency(model: torch.nn.Module, x: torch.Tensor, runs: int = 5) -> float:
-    """Median wall time of ``model(x)`` in milliseconds (after one warm-up call)."""
+def latency_samples(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    runs: int = LATENCY_RUNS,
+    budget_s: float = LATENCY_BUDGET_S,
+    min_runs: int = MIN_LATENCY_RUNS,
+) -> list[float]:
+    """Wall times of ``model(x)`` in milliseconds, after one warm-up call.
+
+    Up to ``runs`` calls; once ``min_runs`` are done, stops when the timed calls have taken
+    ``budget_s`` (a multi-second teacher at 1080p would otherwise cost a minute per run folder).
+    """
     was_training = model.training
     model.eval()
     model(x)
-    times = []
+    times: list[float] = []
     for _ in range(runs):
         if x.is_cuda:
             torch.cuda.synchronize()
@@ -119,8 +135,15 @@ def measure_latency(model: torch.nn.Module, x: torch.Tensor, runs: int = 5) -> f
         if x.is_cuda:
             torch.cuda.synchronize()
         times.append((time.perf_counter() - t0) * 1000)
+        if len(times) >= min_runs and sum(times) >= budget_s * 1000:
+            break
     model.train(was_training)
-    return median(times)
+    return times
+
+
+def measure_latency(model: torch.nn.Module, x: torch.Tensor, runs: int = LATENCY_RUNS) -> float:
+    """Median wall time of ``model(x)`` in milliseconds (see :func:`latency_samples`)."""
+    return median(latency_samples(model, x, runs))
 
 
 def count_params(model: torch.nn.Module) -> int:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
+from statistics import median
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from kdcore.engine.evaluate import baseline_name, count_params, measure_latency
+from kdcore.engine.evaluate import baseline_name, count_params, latency_samples
 
 if TYPE_CHECKING:
     from kdcore.engine.trainer import Trainer
@@ -39,12 +40,14 @@ def run_summary(trainer: Trainer, result: dict) -> dict[str, Any]:
     plan, run = trainer.plan, trainer.run
     task = plan.task
     probe = latency_probe(trainer)
+    student_times = latency_samples(trainer.eval_model(), probe)
     summary: dict[str, Any] = {
         "student": {
             "name": plan.student.name,
             "params": count_params(run.student),
             **result["student"],
-            "latency_ms": measure_latency(trainer.eval_model(), probe),
+            "latency_ms": median(student_times),
+            "latency_runs": len(student_times),
         },
         "teacher": None,
         "baseline": {"name": baseline_name(task), **result["baseline"]},
@@ -62,12 +65,14 @@ def run_summary(trainer: Trainer, result: dict) -> dict[str, Any]:
     if plan.train.onnx_latency:
         summary["student"]["onnx_latency_ms"] = _onnx_latency(trainer.eval_model(), probe)
     if run.teachers:
+        teacher_times = latency_samples(Ensemble(run.teacher_forward), probe)
         names = [c.name for c in plan.teachers]
         summary["teacher"] = {
             "name": names[0] if len(names) == 1 else names,
             "params": sum(count_params(m) for m in run.teachers),
             **(result["teacher"] or {"psnr": None, "ssim": None}),
-            "latency_ms": measure_latency(Ensemble(run.teacher_forward), probe),
+            "latency_ms": median(teacher_times),
+            "latency_runs": len(teacher_times),
         }
     return summary
 
