@@ -51,24 +51,38 @@ LATENCY_SHARE = 0.1
 SEED_STD_DB = 0.1
 
 TEACHER = {"name": "edsr", "params": {"n_resblocks": 8, "n_feats": 32}}
+OUTPUT_ROWS = ("alone", "distilled", "feature-matching", "unlabeled")
+#: rows of a student that shares tensors with the teacher (student.init / forward adaptation apply)
+INIT_ROWS = ("alone", "init-only", "init-distilled", "init-forward-adaptation")
 STUDENTS: dict[str, dict[str, Any]] = {
     "deformable-hdrnet": {"spec": {"name": "deformable-hdrnet", "params": {"net_input_size": 128, "spatial_bins": 8}},
-                          "feature": "lowres.fusion"},
-    "compact": {"spec": {"name": "compact", "params": {"num_feat": 32, "num_conv": 8}}, "feature": "body.9"},
+                          "feature": "lowres.fusion", "rows": OUTPUT_ROWS},
+    "compact": {"spec": {"name": "compact", "params": {"num_feat": 32, "num_conv": 8}}, "feature": "body.9",
+                "rows": OUTPUT_ROWS},
+    # the teacher's own architecture, shallower: head, tail and the first blocks have the teacher's names and shapes
+    "edsr": {"spec": {"name": "edsr", "params": {"n_resblocks": 2, "n_feats": 32}}, "feature": "body.1",
+             "rows": INIT_ROWS},
 }
 OUTPUT_LOSSES = [{"name": "l1"}, {"name": "l1", "weight": 0.5, "params": {"against": "teacher"}},
                  {"name": "relative-difference", "weight": 0.5}]
-ROWS = ("alone", "distilled", "feature-matching", "unlabeled")
+ROWS = OUTPUT_ROWS  # the rows of a student without a ``rows`` entry (results written before there were two kinds)
 ROW_LABELS = {"alone": "alone", "distilled": "distilled (output losses)",
-              "feature-matching": "distilled + feature matching", "unlabeled": "distilled + unlabelled zoom-in"}
+              "feature-matching": "distilled + feature matching", "unlabeled": "distilled + unlabelled zoom-in",
+              "init-only": "teacher init only (no teacher losses)",
+              "init-distilled": "distilled (output losses) + teacher init",
+              "init-forward-adaptation": "distilled (output losses) + teacher init + forward adaptation"}
+#: rows trained by one ``kdcore.run`` with ``train.baseline: ["alone", "init-only"]`` (summary keys)
+BASELINE_ROWS = {"alone": "alone", "init-only": "init-only"}
+
 
 CONFIGS: dict[str, dict[str, Any]] = {
-    "full": {"teacher": TEACHER, "teacher_steps": 3000, "student_steps": {"deformable-hdrnet": 400, "compact": 800},
-             "lr": {"deformable-hdrnet": 5e-4, "compact": 1e-3}, "seeds": [0, 1, 2],
+    "full": {"teacher": TEACHER, "teacher_steps": 3000,
+             "student_steps": {"deformable-hdrnet": 400, "compact": 800, "edsr": 800},
+             "lr": {"deformable-hdrnet": 5e-4, "compact": 1e-3, "edsr": 1e-3}, "seeds": [0, 1, 2],
              "data": {"train": "builtin:photos", "val": "builtin:photos-val", "patch_size": 96, "batch_size": 8},
              "teacher_patch": 64, "latency_input": (540, 960), "latency_repeats": 3},
-    "smoke": {"teacher": TEACHER, "teacher_steps": 2, "student_steps": {"deformable-hdrnet": 2, "compact": 2},
-              "lr": {"deformable-hdrnet": 5e-4, "compact": 1e-3}, "seeds": [0, 1], "data": None,
+    "smoke": {"teacher": TEACHER, "teacher_steps": 2, "student_steps": {"deformable-hdrnet": 2, "compact": 2, "edsr": 2},
+              "lr": {"deformable-hdrnet": 5e-4, "compact": 1e-3, "edsr": 1e-3}, "seeds": [0, 1], "data": None,
               "teacher_patch": 16, "latency_input": (32, 48), "latency_repeats": 2},
 }
 
@@ -78,75 +92,130 @@ _log = common.log
 
 def losses_for(row: str, feature: str) -> list[dict]:
     """The loss list of one row of the table."""
-    if row == "alone":
+    if row in ("alone", "init-only"):
         return [{"name": "l1"}]
     losses = [dict(loss) for loss in OUTPUT_LOSSES]
     if row == "feature-matching":
         losses.append({"name": "feature-matching", "weight": 0.1,
                        "params": {"normalize": True, "pairs": [{"student": feature, "teacher": "body.7"}]}})
+    if row == "init-forward-adaptation":
+        losses.append({"name": "forward-adaptation", "weight": 1.0})
     return losses
 
 
 def spec_for(teacher: dict, data: dict, student: dict, row: str, feature: str, steps: int, lr: float, seed: int,
              teacher_dir: Path, out: Path) -> dict:
-    """The spec of one (student, row, seed) run."""
+    """The spec of one (student, row, seed) run.
+
+    *init-distilled* also trains the *alone* and *init-only* rows, as its ``train.baseline``.
+    """
     spec: dict[str, Any] = {
-        "task": {"kind": "sr", "scale": 2}, "data": dict(data), "student": student,
+        "task": {"kind": "sr", "scale": 2}, "data": dict(data), "student": dict(student),
         "losses": losses_for(row, feature),
         "train": {"steps": steps, "lr": lr, "warmup_steps": max(1, steps // 20), "seed": seed,
                   "log_every": max(1, steps // 4)},
         "output": str(out)}
     if row != "alone":
         spec["teacher"] = {**teacher, "checkpoint": str(teacher_dir)}
+    if row.startswith("init-"):
+        spec["student"]["init"] = "teacher"
+    if row == "init-distilled":
+        spec["train"]["baseline"] = ["alone", "init-only"]
     if row == "unlabeled":
         spec["data"].update({"unlabeled": [data["train"]], "unlabeled_ratio": 0.5})
     return spec
 
 
-def measure(cfg: dict, runs: Path, data: dict | None = None, log=_log) -> dict[str, Any]:
-    """Trains the teacher and every (student, row, seed); returns the table's numbers."""
-    data = data or cfg["data"]
-    t0 = time.perf_counter()
+def _row_result(summary: dict, block: dict, seed: int, run: str) -> dict:
+    return {"seed": seed, "run": run, "psnr": block["psnr"], "ssim": block["ssim"],
+            "seconds": summary["seconds"], "params": block["params"]}
+
+
+def train_teacher(cfg: dict, runs: Path, data: dict, log=_log) -> tuple[Path, dict]:
+    """Trains the table's teacher alone; returns its run folder and summary."""
     spec = cfg["teacher"]
     teacher_dir = runs / "kd-teacher"
     log(f"  KD table: teacher {spec['name']} {spec['params']}, {cfg['teacher_steps']} steps")
-    teacher = kdcore.run({
+    summary = kdcore.run({
         "task": {"kind": "sr", "scale": 2}, "data": {**data, "patch_size": cfg["teacher_patch"]}, "student": spec,
         "losses": [{"name": "l1"}],
         "train": {"steps": cfg["teacher_steps"], "lr": 5e-4, "warmup_steps": 20, "seed": 0,
                   "log_every": max(1, cfg["teacher_steps"] // 4)},
         "output": str(teacher_dir)}, overwrite=True)
+    return teacher_dir, summary
+
+
+def measure_student(cfg: dict, name: str, runs: Path, data: dict, teacher_dir: Path, log=_log) -> dict:
+    """Every row and seed of one student."""
+    entry = STUDENTS[name]
+    rows: dict[str, list[dict]] = {row: [] for row in entry["rows"]}
+    for seed in cfg["seeds"]:
+        for row in entry["rows"]:
+            if row in BASELINE_ROWS and "init-distilled" in entry["rows"]:
+                continue  # trained as a baseline of init-distilled
+            log(f"  KD table: {name} {row}, seed {seed}, {cfg['student_steps'][name]} steps")
+            folder = runs / f"kd-{name}-{row}-seed{seed}"
+            s = kdcore.run(spec_for(cfg["teacher"], data, entry["spec"], row, entry["feature"],
+                                    cfg["student_steps"][name], cfg["lr"][name], seed, teacher_dir, folder),
+                           overwrite=True)
+            rows[row].append(_row_result(s, s["student"], seed, str(folder)))
+            if row == "init-distilled":
+                for baseline, key in BASELINE_ROWS.items():
+                    rows[baseline].append(_row_result(s, s[key], seed, s[key]["output"]))
+    return {"spec": entry["spec"], "feature": entry["feature"], "rows": rows,
+            "measured": time.strftime("%Y-%m-%d")}
+
+
+def measure(cfg: dict, runs: Path, data: dict | None = None, log=_log, students: list[str] | None = None,
+            teacher_run: Path | None = None, previous: dict | None = None) -> dict[str, Any]:
+    """Trains the teacher (or reuses ``teacher_run``) and every (student, row, seed); returns the table's numbers.
+
+    With ``students``, only those are trained; the others are kept from ``previous`` (an earlier result
+    with the same teacher spec), each with the date it was measured.
+    """
+    data = data or cfg["data"]
+    t0 = time.perf_counter()
+    spec = cfg["teacher"]
+    if teacher_run is None:
+        teacher_dir, teacher = train_teacher(cfg, runs, data, log)
+    else:
+        teacher_dir, teacher = teacher_run, json.loads((teacher_run / "summary.json").read_text())
+        log(f"  KD table: teacher reused from {teacher_dir} ({teacher['student']['psnr']:.3f} dB)")
     result: dict[str, Any] = {
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}, "data": data,
         "teacher": {"spec": spec, "run": str(teacher_dir), "psnr": teacher["student"]["psnr"],
                     "ssim": teacher["student"]["ssim"], "params": teacher["student"]["params"]},
         "bicubic": {"psnr": teacher["baseline"]["psnr"], "ssim": teacher["baseline"]["ssim"]},
         "output_losses": OUTPUT_LOSSES, "students": {}}
-    for name, entry in STUDENTS.items():
-        rows: dict[str, list[dict]] = {row: [] for row in ROWS}
-        for seed in cfg["seeds"]:
-            for row in ROWS:
-                log(f"  KD table: {name} {row}, seed {seed}, {cfg['student_steps'][name]} steps")
-                folder = runs / f"kd-{name}-{row}-seed{seed}"
-                s = kdcore.run(spec_for(spec, data, entry["spec"], row, entry["feature"], cfg["student_steps"][name],
-                                        cfg["lr"][name], seed, teacher_dir, folder), overwrite=True)
-                rows[row].append({"seed": seed, "run": str(folder), "psnr": s["student"]["psnr"],
-                                  "ssim": s["student"]["ssim"], "seconds": s["seconds"],
-                                  "params": s["student"]["params"]})
-        result["students"][name] = {"spec": entry["spec"], "feature": entry["feature"], "rows": rows}
-    result["latency"] = latency(cfg, result, log)
+    for name in STUDENTS:
+        if students is None or name in students:
+            result["students"][name] = measure_student(cfg, name, runs, data, teacher_dir, log)
+        elif previous and name in previous.get("students", {}):
+            result["students"][name] = previous["students"][name]
+            result.setdefault("kept_from_previous", {})[name] = {
+                "teacher_psnr": previous["teacher"]["psnr"], "latency": previous.get("latency", {}).get(name)}
+    result["latency"] = latency(cfg, result, log, previous)
     result["seconds"] = time.perf_counter() - t0
     result["loadavg_end"] = common.loadavg()
     return result
 
 
-def latency(cfg: dict, result: dict, log=_log) -> dict[str, dict[str, float]]:
-    """The teacher and each student (seed 0, distilled), interleaved on one input, 2 threads."""
+def latency(cfg: dict, result: dict, log=_log, previous: dict | None = None) -> dict[str, dict[str, float]]:
+    """The teacher and each student (seed 0, distilled), interleaved on one input, 2 threads.
+
+    Students kept from ``previous`` keep their latency only where their run folder is gone.
+    """
     h, w = cfg["latency_input"]
     x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
     models = {"teacher": kdcore.load(result["teacher"]["run"]).eval()}
+    kept: dict[str, dict[str, float]] = {}
     for name, entry in result["students"].items():
-        models[name] = kdcore.load(entry["rows"]["distilled"][0]["run"]).eval()
+        rows = entry["rows"]
+        run = Path((rows.get("distilled") or rows.get("init-distilled"))[0]["run"])
+        if (run / "model.safetensors").exists():
+            models[name] = kdcore.load(run).eval()
+        elif previous and name in previous.get("latency", {}):
+            kept[name] = previous["latency"][name]
     log(f"  KD table: latency on {w}×{h} inputs, {cfg['latency_repeats']} runs each")
 
     def call(model):
@@ -155,7 +224,8 @@ def latency(cfg: dict, result: dict, log=_log) -> dict[str, dict[str, float]]:
                 model(x)
         return fn
 
-    return common.time_interleaved({k: call(m) for k, m in models.items()}, cfg["latency_repeats"], warmup=1)
+    measured = common.time_interleaved({k: call(m) for k, m in models.items()}, cfg["latency_repeats"], warmup=1)
+    return {**kept, **measured}
 
 
 def summarise(result: dict) -> dict[str, Any]:
@@ -184,11 +254,16 @@ def _verdict(ok: bool) -> str:
     return "**met**" if ok else "**not met**"
 
 
+def _rows(entry: dict) -> list[str]:
+    return list(entry["rows"])
+
+
 def markdown(result: dict) -> str:
     """The BENCHMARKS.md section of a :func:`measure` result."""
     cfg, s = result["config"], summarise(result)
     lat = result["latency"]
     h, w = cfg["latency_input"]
+    kept = result.get("kept_from_previous", {})
     lines = [START, "## KD table: does distillation pay? (sr ×2, `builtin:photos-val`)", "",
              f"Teacher: `edsr` {result['teacher']['spec']['params']} ({result['teacher']['params']:,} parameters), trained alone for "
              f"{cfg['teacher_steps']} steps (patch {cfg['teacher_patch']}). Students per seed {cfg['seeds']}: "
@@ -198,35 +273,50 @@ def markdown(result: dict) -> str:
              "Output losses: L1 to the target + 0.5 · L1 to the teacher + 0.5 · relative difference to the teacher; "
              "feature matching: + 0.1 · normalised l2 between the named student map (1×1 adapter) and the "
              "teacher's `body.7`, area-pooled to a common size; unlabelled zoom-in: half of each batch from the "
-             "training photos used as low-resolution inputs, labelled by the teacher. PSNR / SSIM on the Y "
+             "training photos used as low-resolution inputs, labelled by the teacher. The `edsr` student is the "
+             "teacher's own architecture with fewer blocks, so its head, tail and first blocks have the teacher's "
+             "names and shapes: *teacher init* is `student.init: \"teacher\"` (those tensors copied before "
+             "training), *teacher init only* trains that initialised student with L1 to the target alone "
+             "(`train.baseline: [\"alone\", \"init-only\"]` of the *teacher init* run), and *forward adaptation* "
+             "adds `forward-adaptation` (weight 1) to the output losses. PSNR / SSIM on the Y "
              "channel (2-pixel border cropped). KD gain = the row's PSNR − *alone*'s, paired by seed. "
              f"Latency: {w}×{h} input ({2 * w}×{2 * h} output), 2 threads, min / median of {cfg['latency_repeats']} "
-             "interleaved runs in one process after training.", "",
-             "| student | row | PSNR dB mean ± std (min–max) | SSIM | KD gain dB | keeps of teacher's gain | "
-             "ranges apart from alone |",
-             "|---|---|---|---|---|---|---|",
-             f"| bicubic | — | {result['bicubic']['psnr']:.2f} | {result['bicubic']['ssim']:.4f} | — | 0% | — |",
-             f"| teacher `edsr` | — | {result['teacher']['psnr']:.2f} | {result['teacher']['ssim']:.4f} | — | 100% | — |"]
-    for name in result["students"]:
-        for row in ROWS:
+             "interleaved runs in one process after training.", ""]
+    for name, info in kept.items():
+        lines.append(f"The `{name}` rows are kept from an earlier run of this benchmark "
+                     f"({result['students'][name].get('measured', 'an earlier session')}, same teacher spec; that "
+                     f"teacher scored {info['teacher_psnr']:.3f} dB).")
+    if kept:
+        lines.append("")
+    lines += ["| student | row | PSNR dB mean ± std (min–max) | SSIM | KD gain dB | keeps of teacher's gain | "
+              "ranges apart from alone |",
+              "|---|---|---|---|---|---|---|",
+              f"| bicubic | — | {result['bicubic']['psnr']:.2f} | {result['bicubic']['ssim']:.4f} | — | 0% | — |",
+              f"| teacher `edsr` | — | {result['teacher']['psnr']:.2f} | {result['teacher']['ssim']:.4f} | — | 100% | — |"]
+    for name, entry in result["students"].items():
+        for row in _rows(entry):
             r = s[name][row]
             gain = "—" if row == "alone" else f"{r['gain']['mean']:+.3f} ± {r['gain']['std']:.3f}"
-            kept = "—" if r["kept"] is None else f"{100 * r['kept']['mean']:.0f}%"
+            kept_share = "—" if r["kept"] is None else f"{100 * r['kept']['mean']:.0f}%"
             apart = ("—" if row == "alone" else "no (within noise)" if not r["apart"]
                      else "yes: a gain" if r["gain"]["mean"] > 0 else "yes: a loss")
             lines.append(f"| `{name}` | {ROW_LABELS[row]} | {_fmt(r['psnr'])} | {r['ssim']['mean']:.4f} | {gain} | "
-                         f"{kept} | {apart} |")
-        lines.append(f"| `{name}` | distilled + forward adaptation / teacher init | n/a: no `{name}` tensor has an "
-                     "`edsr` tensor's name and shape | | | | |")
+                         f"{kept_share} | {apart} |")
+        if "init-only" not in entry["rows"]:
+            lines.append(f"| `{name}` | distilled + forward adaptation / teacher init | n/a: no `{name}` tensor has "
+                         "an `edsr` tensor's name and shape | | | | |")
     lines += ["", "| model | parameters | latency ms (min / median) | share of the teacher's |", "|---|---|---|---|",
               f"| teacher `edsr` | {result['teacher']['params']:,} | {lat['teacher']['min_ms']:.1f} / "
               f"{lat['teacher']['median_ms']:.1f} | 1 |"]
     for name, entry in result["students"].items():
+        if name not in lat:
+            continue
         lines.append(f"| `{name}` | {entry['rows']['alone'][0]['params']:,} | {lat[name]['min_ms']:.1f} / "
                      f"{lat[name]['median_ms']:.1f} | {lat[name]['median_ms'] / lat['teacher']['median_ms']:.3f} |")
-    best = {n: max((row for row in ROWS if row != "alone"), key=lambda row: s[n][row]["gain"]["mean"])
-            for n in result["students"]}
-    worst_std = max(s[n][row]["psnr"]["std"] for n in result["students"] for row in ROWS)
+    best = {n: max((row for row in _rows(e) if row not in ("alone", "init-only")),
+                   key=lambda row, n=n: s[n][row]["gain"]["mean"])
+            for n, e in result["students"].items()}
+    worst_std = max(s[n][row]["psnr"]["std"] for n, e in result["students"].items() for row in _rows(e))
     dh = "deformable-hdrnet"
     lines += ["", "Targets:", "",
               f"- Teacher ≥ bicubic + {TEACHER_OVER_BICUBIC_DB} dB: {s['teacher_gain_db']:+.2f} dB, "
@@ -236,6 +326,10 @@ def markdown(result: dict) -> str:
         lines.append(f"- `{n}` distilled ≥ alone + {KD_GAIN_DB} dB with the seed ranges apart: best row "
                      f"*{ROW_LABELS[row]}*, {r['gain']['mean']:+.3f} dB, ranges apart: {'yes' if r['apart'] else 'no'}; "
                      f"{_verdict(r['gain']['mean'] >= KD_GAIN_DB and r['apart'])}.")
+        if "init-only" in s[n]:
+            init_gain = s[n]["init-only"]["gain"]["mean"]
+            lines.append(f"  Of that, the teacher initialisation alone gives {init_gain:+.3f} dB (*teacher init only*); "
+                         f"the teacher's losses add {r['gain']['mean'] - init_gain:+.3f} dB on top of it.")
         if s[n]["alone"]["kept"] and s[n]["alone"]["kept"]["mean"] >= 0.9:
             lines.append(f"  Trained alone, `{n}` already reaches {100 * s[n]['alone']['kept']['mean']:.0f}% of the "
                          "teacher's gain over bicubic: this teacher has little left to teach it.")
@@ -245,8 +339,9 @@ def markdown(result: dict) -> str:
                      f"{_verdict(share <= LATENCY_SHARE)}.")
     lines.append(f"- Seed spread (std over seeds) ≤ {SEED_STD_DB} dB on every row: largest {worst_std:.3f} dB, "
                  f"{_verdict(worst_std <= SEED_STD_DB)}.")
-    lines += ["", f"Measured in {result['seconds'] / 60:.0f} minutes by `python benchmarks/kd_table.py`; "
-              f"load average at the end {result.get('loadavg_end')}.", END, ""]
+    lines += ["", f"Measured in {result['seconds'] / 60:.0f} minutes by `python benchmarks/kd_table.py`"
+              + (f" (`--students {' '.join(n for n in result['students'] if n not in kept)}`)" if kept else "")
+              + f"; load average at the end {result.get('loadavg_end')}.", END, ""]
     return "\n".join(lines)
 
 
@@ -264,6 +359,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--render", action="store_true", help="only rewrite the section from OUT/kd_table.json")
     parser.add_argument("--teacher", type=int, nargs=3, metavar=("BLOCKS", "FEATS", "STEPS"),
                         help="the edsr teacher's n_resblocks, n_feats and training steps (default 8 32 3000)")
+    parser.add_argument("--students", nargs="+", choices=sorted(STUDENTS), default=None,
+                        help="train only these students; the others are kept from OUT/kd_table.json")
+    parser.add_argument("--teacher-run", type=Path, default=None,
+                        help="reuse this finished run of the teacher's spec (e.g. runs/quickstart-teacher) "
+                             "instead of training it")
     args = parser.parse_args(argv)
     md = args.markdown or (args.out / "BENCHMARKS.md" if args.smoke else common.ROOT / "BENCHMARKS.md")
     if args.render:
@@ -281,7 +381,19 @@ def main(argv: list[str] | None = None) -> int:
             from run_all import _smoke_data
 
             data = _smoke_data(args.out / "smoke-data")
-        result = measure(cfg, args.out / "runs", data)
+        previous_file = args.out / "kd_table.json"
+        previous = json.loads(previous_file.read_text()) if args.students and previous_file.exists() else None
+        if previous and previous["teacher"]["spec"] != cfg["teacher"]:
+            parser.error(f"--students: {previous_file} was measured with another teacher; run every student")
+        if args.teacher_run is not None:
+            used = json.loads((args.teacher_run / "spec.json").read_text())
+            if used["student"]["name"] != cfg["teacher"]["name"] or any(
+                    used["student"]["params"].get(k) != v for k, v in cfg["teacher"]["params"].items()) or \
+                    used["train"]["steps"] != cfg["teacher_steps"]:
+                parser.error(f"--teacher-run: {args.teacher_run} is not a run of the teacher {cfg['teacher']} "
+                             f"for {cfg['teacher_steps']} steps")
+        result = measure(cfg, args.out / "runs", data, students=args.students, teacher_run=args.teacher_run,
+                         previous=previous)
         common.write_json(args.out / "kd_table.json", result)
     md.parent.mkdir(parents=True, exist_ok=True)
     md.write_text(replace_section(md.read_text() if md.exists() else "", markdown(result)))
