@@ -192,30 +192,33 @@ def measure(cfg: dict, runs: Path, data: dict | None = None, log=_log, students:
             result["students"][name] = measure_student(cfg, name, runs, data, teacher_dir, log)
         elif previous and name in previous.get("students", {}):
             result["students"][name] = previous["students"][name]
-            result.setdefault("kept_from_previous", {})[name] = {
-                "teacher_psnr": previous["teacher"]["psnr"], "latency": previous.get("latency", {}).get(name)}
-    result["latency"] = latency(cfg, result, log, previous)
+            result.setdefault("kept_from_previous", {})[name] = {"teacher_psnr": previous["teacher"]["psnr"]}
+    result["latency"] = latency(cfg, result, log)
     result["seconds"] = time.perf_counter() - t0
     result["loadavg_end"] = common.loadavg()
     return result
 
 
-def latency(cfg: dict, result: dict, log=_log, previous: dict | None = None) -> dict[str, dict[str, float]]:
-    """The teacher and each student (seed 0, distilled), interleaved on one input, 2 threads.
+def _timed_model(spec: dict, run: Path) -> torch.nn.Module:
+    """The trained model of ``run``; where that folder is gone, the same architecture built from ``spec``
+    (latency depends on the architecture and the input size, not on the weights' values)."""
+    if (run / "model.safetensors").exists():
+        return kdcore.load(run).eval()
+    return kdcore.create("student", spec["name"], spec.get("params"), kdcore.Task(kind="sr", scale=2)).eval()
 
-    Students kept from ``previous`` keep their latency only where their run folder is gone.
+
+def latency(cfg: dict, result: dict, log=_log) -> dict[str, dict[str, float]]:
+    """The teacher and each student (seed 0, distilled), interleaved on one input in one process, 2 threads.
+
+    Every model is timed here, students kept from an earlier result included, so the shares of the
+    teacher's time compare like with like.
     """
     h, w = cfg["latency_input"]
     x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
-    models = {"teacher": kdcore.load(result["teacher"]["run"]).eval()}
-    kept: dict[str, dict[str, float]] = {}
+    models = {"teacher": _timed_model(result["teacher"]["spec"], Path(result["teacher"]["run"]))}
     for name, entry in result["students"].items():
         rows = entry["rows"]
-        run = Path((rows.get("distilled") or rows.get("init-distilled"))[0]["run"])
-        if (run / "model.safetensors").exists():
-            models[name] = kdcore.load(run).eval()
-        elif previous and name in previous.get("latency", {}):
-            kept[name] = previous["latency"][name]
+        models[name] = _timed_model(entry["spec"], Path((rows.get("distilled") or rows.get("init-distilled"))[0]["run"]))
     log(f"  KD table: latency on {w}×{h} inputs, {cfg['latency_repeats']} runs each")
 
     def call(model):
@@ -224,8 +227,7 @@ def latency(cfg: dict, result: dict, log=_log, previous: dict | None = None) -> 
                 model(x)
         return fn
 
-    measured = common.time_interleaved({k: call(m) for k, m in models.items()}, cfg["latency_repeats"], warmup=1)
-    return {**kept, **measured}
+    return common.time_interleaved({k: call(m) for k, m in models.items()}, cfg["latency_repeats"], warmup=1)
 
 
 def summarise(result: dict) -> dict[str, Any]:
@@ -285,7 +287,7 @@ def markdown(result: dict) -> str:
     for name, info in kept.items():
         lines.append(f"The `{name}` rows are kept from an earlier run of this benchmark "
                      f"({result['students'][name].get('measured', 'an earlier session')}, same teacher spec; that "
-                     f"teacher scored {info['teacher_psnr']:.3f} dB).")
+                     f"teacher scored {info['teacher_psnr']:.3f} dB); their latency is timed again with the others.")
     if kept:
         lines.append("")
     lines += ["| student | row | PSNR dB mean ± std (min–max) | SSIM | KD gain dB | keeps of teacher's gain | "
@@ -341,7 +343,9 @@ def markdown(result: dict) -> str:
                  f"{_verdict(worst_std <= SEED_STD_DB)}.")
     lines += ["", f"Measured in {result['seconds'] / 60:.0f} minutes by `python benchmarks/kd_table.py`"
               + (f" (`--students {' '.join(n for n in result['students'] if n not in kept)}`)" if kept else "")
-              + f"; load average at the end {result.get('loadavg_end')}.", END, ""]
+              + f"; load average at the end {result.get('loadavg_end')}."
+              + (f" Latency timed again with `--latency` on {result['latency_measured']}."
+                 if result.get("latency_measured") else ""), END, ""]
     return "\n".join(lines)
 
 
@@ -357,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", type=Path, default=None, help="default: BENCHMARKS.md (OUT/ with --smoke)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--render", action="store_true", help="only rewrite the section from OUT/kd_table.json")
+    parser.add_argument("--latency", action="store_true",
+                        help="time every model of OUT/kd_table.json again (in one process), then rewrite the section")
     parser.add_argument("--teacher", type=int, nargs=3, metavar=("BLOCKS", "FEATS", "STEPS"),
                         help="the edsr teacher's n_resblocks, n_feats and training steps (default 8 32 3000)")
     parser.add_argument("--students", nargs="+", choices=sorted(STUDENTS), default=None,
@@ -366,8 +372,13 @@ def main(argv: list[str] | None = None) -> int:
                              "instead of training it")
     args = parser.parse_args(argv)
     md = args.markdown or (args.out / "BENCHMARKS.md" if args.smoke else common.ROOT / "BENCHMARKS.md")
-    if args.render:
+    if args.render or args.latency:
         result = json.loads((args.out / "kd_table.json").read_text())
+        if args.latency:
+            torch.set_num_threads(args.threads)
+            result["latency"] = latency(result["config"], result)
+            result["latency_measured"] = time.strftime("%Y-%m-%d %H:%M")
+            common.write_json(args.out / "kd_table.json", result)
     else:
         warnings.simplefilter("ignore")
         torch.set_num_threads(args.threads)
