@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from statistics import median
 
 import numpy as np
 import torch
@@ -139,11 +138,6 @@ def latency_samples(
             break
     model.train(was_training)
     return times
-
-
-def measure_latency(model: torch.nn.Module, x: torch.Tensor, runs: int = LATENCY_RUNS) -> float:
-    """Median wall time of ``model(x)`` in milliseconds (see :func:`latency_samples`)."""
-    return median(latency_samples(model, x, runs))
 
 
 def count_params(model: torch.nn.Module) -> int:
