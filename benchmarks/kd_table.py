@@ -65,14 +65,15 @@ STUDENTS: dict[str, dict[str, Any]] = {
 }
 OUTPUT_LOSSES = [{"name": "l1"}, {"name": "l1", "weight": 0.5, "params": {"against": "teacher"}},
                  {"name": "relative-difference", "weight": 0.5}]
-ROWS = OUTPUT_ROWS  # the rows of a student without a ``rows`` entry (results written before there were two kinds)
 ROW_LABELS = {"alone": "alone", "distilled": "distilled (output losses)",
               "feature-matching": "distilled + feature matching", "unlabeled": "distilled + unlabelled zoom-in",
               "init-only": "teacher init only (no teacher losses)",
               "init-distilled": "distilled (output losses) + teacher init",
               "init-forward-adaptation": "distilled (output losses) + teacher init + forward adaptation"}
-#: rows trained by one ``kdcore.run`` with ``train.baseline: ["alone", "init-only"]`` (summary keys)
-BASELINE_ROWS = {"alone": "alone", "init-only": "init-only"}
+#: rows trained by one ``kdcore.run`` with ``train.baseline: ["alone", "init-only"]`` (also its summary keys)
+BASELINE_ROWS = ("alone", "init-only")
+#: the teacher's learning rate (``--teacher-run`` checks a reused run against it)
+TEACHER_LR = 5e-4
 
 
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -139,7 +140,7 @@ def train_teacher(cfg: dict, runs: Path, data: dict, log=_log) -> tuple[Path, di
     summary = kdcore.run({
         "task": {"kind": "sr", "scale": 2}, "data": {**data, "patch_size": cfg["teacher_patch"]}, "student": spec,
         "losses": [{"name": "l1"}],
-        "train": {"steps": cfg["teacher_steps"], "lr": 5e-4, "warmup_steps": 20, "seed": 0,
+        "train": {"steps": cfg["teacher_steps"], "lr": TEACHER_LR, "warmup_steps": 20, "seed": 0,
                   "log_every": max(1, cfg["teacher_steps"] // 4)},
         "output": str(teacher_dir)}, overwrite=True)
     return teacher_dir, summary
@@ -160,8 +161,8 @@ def measure_student(cfg: dict, name: str, runs: Path, data: dict, teacher_dir: P
                            overwrite=True)
             rows[row].append(_row_result(s, s["student"], seed, str(folder)))
             if row == "init-distilled":
-                for baseline, key in BASELINE_ROWS.items():
-                    rows[baseline].append(_row_result(s, s[key], seed, s[key]["output"]))
+                for baseline in BASELINE_ROWS:
+                    rows[baseline].append(_row_result(s, s[baseline], seed, s[baseline]["output"]))
     return {"spec": entry["spec"], "feature": entry["feature"], "rows": rows,
             "measured": time.strftime("%Y-%m-%d")}
 
@@ -256,10 +257,6 @@ def _verdict(ok: bool) -> str:
     return "**met**" if ok else "**not met**"
 
 
-def _rows(entry: dict) -> list[str]:
-    return list(entry["rows"])
-
-
 def markdown(result: dict) -> str:
     """The BENCHMARKS.md section of a :func:`measure` result."""
     cfg, s = result["config"], summarise(result)
@@ -296,7 +293,7 @@ def markdown(result: dict) -> str:
               f"| bicubic | — | {result['bicubic']['psnr']:.2f} | {result['bicubic']['ssim']:.4f} | — | 0% | — |",
               f"| teacher `edsr` | — | {result['teacher']['psnr']:.2f} | {result['teacher']['ssim']:.4f} | — | 100% | — |"]
     for name, entry in result["students"].items():
-        for row in _rows(entry):
+        for row in entry["rows"]:
             r = s[name][row]
             gain = "—" if row == "alone" else f"{r['gain']['mean']:+.3f} ± {r['gain']['std']:.3f}"
             kept_share = "—" if r["kept"] is None else f"{100 * r['kept']['mean']:.0f}%"
@@ -311,14 +308,12 @@ def markdown(result: dict) -> str:
               f"| teacher `edsr` | {result['teacher']['params']:,} | {lat['teacher']['min_ms']:.1f} / "
               f"{lat['teacher']['median_ms']:.1f} | 1 |"]
     for name, entry in result["students"].items():
-        if name not in lat:
-            continue
         lines.append(f"| `{name}` | {entry['rows']['alone'][0]['params']:,} | {lat[name]['min_ms']:.1f} / "
                      f"{lat[name]['median_ms']:.1f} | {lat[name]['median_ms'] / lat['teacher']['median_ms']:.3f} |")
-    best = {n: max((row for row in _rows(e) if row not in ("alone", "init-only")),
+    best = {n: max((row for row in e["rows"] if row not in ("alone", "init-only")),
                    key=lambda row, n=n: s[n][row]["gain"]["mean"])
             for n, e in result["students"].items()}
-    worst_std = max(s[n][row]["psnr"]["std"] for n, e in result["students"].items() for row in _rows(e))
+    worst_std = max(s[n][row]["psnr"]["std"] for n, e in result["students"].items() for row in e["rows"])
     dh = "deformable-hdrnet"
     lines += ["", "Targets:", "",
               f"- Teacher ≥ bicubic + {TEACHER_OVER_BICUBIC_DB} dB: {s['teacher_gain_db']:+.2f} dB, "
@@ -400,9 +395,9 @@ def main(argv: list[str] | None = None) -> int:
             used = json.loads((args.teacher_run / "spec.json").read_text())
             if used["student"]["name"] != cfg["teacher"]["name"] or any(
                     used["student"]["params"].get(k) != v for k, v in cfg["teacher"]["params"].items()) or \
-                    used["train"]["steps"] != cfg["teacher_steps"]:
+                    used["train"]["steps"] != cfg["teacher_steps"] or used["train"]["lr"] != TEACHER_LR:
                 parser.error(f"--teacher-run: {args.teacher_run} is not a run of the teacher {cfg['teacher']} "
-                             f"for {cfg['teacher_steps']} steps")
+                             f"for {cfg['teacher_steps']} steps at lr {TEACHER_LR}")
         result = measure(cfg, args.out / "runs", data, students=args.students, teacher_run=args.teacher_run,
                          previous=previous)
         common.write_json(args.out / "kd_table.json", result)
