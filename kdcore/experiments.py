@@ -46,6 +46,7 @@ def baseline_spec(plan: RunPlan, which: str) -> dict:
         raw["teacher"] = None
         if raw["student"].get("init") == "teacher":
             raw["student"]["init"] = None
+            raw["student"]["init_rename"] = {}
     return raw
 
 

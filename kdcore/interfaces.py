@@ -6,7 +6,8 @@ its spec ``params`` (unknown keys are rejected).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -239,3 +240,34 @@ KIND_TABLE: dict[str, ComponentKind] = {
 """The one table of component kinds: hook specs, registry, CLI, schema and scaffold use it."""
 
 COMPONENT_KINDS: dict[str, type[torch.nn.Module]] = {k: v.base for k, v in KIND_TABLE.items()}
+
+
+def renamed(name: str, rename: Mapping[str, str]) -> str:
+    """The name ``name`` maps to under a ``rename`` map (student name → source name).
+
+    Each key is a regular expression matched against the whole name; the first key that matches
+    (in the order given) gives the new name, its value with ``\\1``… group references expanded.
+    A name that no key matches stays as it is. ``student.init_rename`` and the
+    ``forward-adaptation`` loss's ``rename`` both read names this way.
+    """
+    for pattern, replacement in rename.items():
+        m = re.fullmatch(pattern, name)
+        if m is not None:
+            return m.expand(replacement)
+    return name
+
+
+def check_rename(rename: Mapping[str, str]) -> dict[str, str]:
+    """Validates a ``rename`` map for :func:`renamed`: every key a regular expression, every
+    ``\\N`` in a value a group of its key. Raises ``ValueError`` naming the faulty entry."""
+    for pattern, replacement in rename.items():
+        try:
+            compiled = re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"{pattern!r} is not a regular expression ({exc})") from None
+        refs = [int(g) for g in re.findall(r"\\(\d+)", replacement)]
+        if refs and max(refs) > compiled.groups:
+            raise ValueError(
+                f"{replacement!r} refers to group {max(refs)} but {pattern!r} has {compiled.groups} group(s)"
+            )
+    return dict(rename)

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pydantic
-from pydantic import ConfigDict, Discriminator, Field, Tag
+from pydantic import ConfigDict, Discriminator, Field, Tag, field_validator
 
 from kdcore.errors import SpecError
-from kdcore.interfaces import Task
+from kdcore.interfaces import Task, check_rename
 from kdcore.registry import Registry
 
 BUILTIN_PREFIX = "builtin:"
@@ -89,6 +89,20 @@ class StudentSpec(ComponentSpec):
         description="'teacher': copy every tensor of the (first) teacher whose name and shape match; or a "
         "run folder / .safetensors file to copy matching tensors from (fine-tuning). Absent: random init",
     )
+    init_rename: dict[str, str] = Field(
+        default_factory=dict,
+        description="with student.init: student tensor name -> source tensor name. Each key is a regular "
+        "expression matched against the whole student tensor name; the first that matches (in the order "
+        "given) gives the source name, its value with \\1… group references expanded; names matching no "
+        "key are looked up unchanged. E.g. a 2-block edsr student taking a deeper edsr teacher's last body "
+        "conv: {'body\\.2\\.(.*)': 'body.8.\\1'}",
+        json_schema_extra={"examples": [{"body\\.2\\.(.*)": "body.8.\\1"}]},
+    )
+
+    @field_validator("init_rename")
+    @classmethod
+    def _check_init_rename(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_rename(value)
 
 
 class TeacherSpec(ComponentSpec):
@@ -405,6 +419,10 @@ def parse(raw: dict, base_dir: Path) -> RunSpec:
     messages += _check_batch_split(spec.data)
     if spec.student.init is not None and spec.student.checkpoint is not None:
         messages.append("student.init: give student.init or student.checkpoint, not both")
+    if spec.student.init_rename and spec.student.init is None:
+        messages.append(
+            "student.init_rename: renames the tensors student.init copies; add student.init or remove it"
+        )
     if spec.student.init == "teacher" and not spec.teachers:
         messages.append(
             "student.init: 'teacher' needs a teacher; add one under 'teacher' or remove student.init"

@@ -74,17 +74,71 @@ def test_init_keys_are_checked(tiny_spec, teacher_run):
         kdcore.validate(dict(_distil(tiny_spec, teacher_run), train=dict(tiny_spec["train"], baseline=["init-only"])))
 
 
+def test_init_rename_maps_student_names_to_the_source(tiny_spec, teacher_run, tmp_path):
+    # a checkpoint saved under other names (a wrapper's "model." prefix): init_rename maps them back
+    teacher = load_file(teacher_run / "model.safetensors")
+    from safetensors.torch import save_file
+
+    save_file({f"model.{k}": v for k, v in teacher.items()}, tmp_path / "wrapped.safetensors")
+    spec = _distil(tiny_spec, teacher_run, init=str(tmp_path / "wrapped.safetensors"))
+    with pytest.warns(InitWarning, match="no tensor of"):
+        _, built = kdcore.api.check(spec)
+    assert built.notes[0].startswith("student.init: copied 0 of ")
+    spec["student"]["init_rename"] = {"(.*)": "model.\\1"}
+    _, built = kdcore.api.check(spec)
+    student = built.student.state_dict()
+    assert all(torch.equal(student[k], teacher[k]) for k in teacher)
+    n = len(teacher)
+    assert built.notes == [f"student.init: copied {n} of {n} student tensors from {tmp_path / 'wrapped.safetensors'}"
+                           f" ({n} through student.init_rename)"]
+
+
+def test_init_rename_skips_teacher_blocks_of_a_deeper_edsr():
+    # a 1-block edsr student from a 3-block edsr teacher: head, tail and block 0 by name, the
+    # teacher's last body conv (body.3) into the student's (body.1) by init_rename
+    task = kdcore.Task(kind="sr", scale=2)
+    teacher = kdcore.create("teacher", "edsr", {"n_resblocks": 3, "n_feats": 8}, task)
+    student = kdcore.create("student", "edsr", {"n_resblocks": 1, "n_feats": 8}, task)
+    from kdcore.engine.build import copy_matching
+
+    _, rest = copy_matching(student, teacher.state_dict())
+    assert rest == ["body.1.weight", "body.1.bias"]  # same shape, but the teacher's body.1 is a block
+    copied, rest = copy_matching(student, teacher.state_dict(), {"body\\.1\\.(weight|bias)": "body.3.\\1"})
+    assert rest == [] and len(copied) == len(student.state_dict())
+    assert torch.equal(student.state_dict()["body.1.weight"], teacher.state_dict()["body.3.weight"])
+
+
+def test_init_rename_errors_and_warnings(tiny_spec, teacher_run):
+    spec = _distil(tiny_spec, teacher_run, init_rename={"head\\.(.*)": "head.\\1"})
+    with pytest.raises(SpecError, match="student.init_rename: renames the tensors student.init copies"):
+        kdcore.validate(spec)
+    spec["student"]["init"] = "teacher"
+    spec["student"]["init_rename"] = {"head\\.(": "x"}
+    with pytest.raises(SpecError, match=r"student.init_rename.*not a regular expression"):
+        kdcore.validate(spec)
+    spec["student"]["init_rename"] = {"head\\.(.*)": "head.\\2"}
+    with pytest.raises(SpecError, match=r"refers to group 2"):
+        kdcore.validate(spec)
+    spec["student"]["init_rename"] = {"heads\\.(.*)": "head.\\1"}  # a typo: matches nothing
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        kdcore.api.check(spec)
+    assert any(issubclass(w.category, InitWarning) and "'heads\\\\.(.*)' matches no tensor of the student" in str(w.message)
+               for w in caught)
+
+
 def test_baselines_alone_and_init_only(tiny_spec, teacher_run):
-    spec = _distil(tiny_spec, teacher_run, init="teacher")
+    spec = _distil(tiny_spec, teacher_run, init="teacher", init_rename={"(body)\\.(.*)": "\\1.\\2"})
     spec["train"] = dict(tiny_spec["train"], baseline=["alone", "init-only"])
     summary = kdcore.run(spec)
     out = Path(spec["output"])
     alone = json.loads((out / "alone" / "spec.json").read_text())
-    assert alone["teacher"] is None and alone["student"]["init"] is None
+    assert alone["teacher"] is None and alone["student"]["init"] is None and alone["student"]["init_rename"] == {}
     assert [l["params"].get("against", "target") for l in alone["losses"]] == ["target"]  # teacher term dropped
     assert alone["train"]["seed"] == spec["train"].get("seed", 0) and alone["train"]["steps"] == 3
     init_only = json.loads((out / "init-only" / "spec.json").read_text())
     assert init_only["student"]["init"] == "teacher" and len(init_only["losses"]) == 1
+    assert init_only["student"]["init_rename"] == spec["student"]["init_rename"]
     stored = json.loads((out / "summary.json").read_text())
     assert stored == json.loads(json.dumps(summary))
     assert summary["alone"]["psnr"] == json.loads((out / "alone" / "summary.json").read_text())["student"]["psnr"]

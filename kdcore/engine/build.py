@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -12,7 +13,7 @@ import torch
 from kdcore.engine.checkpoints import load_weights, weights_path
 from kdcore.engine.taps import FeatureTaps
 from kdcore.errors import SpecError
-from kdcore.interfaces import AdapterFactory, Loss, ModelOutput, Student, Teacher, as_output
+from kdcore.interfaces import AdapterFactory, Loss, ModelOutput, Student, Teacher, as_output, renamed
 from kdcore.plan import ComponentPlan, RunPlan, build_component
 from kdcore.registry import Registry
 from kdcore.spec import spec_error
@@ -177,16 +178,23 @@ class InitWarning(UserWarning):
     """``student.init`` copied no tensor at all."""
 
 
-def copy_matching(student: torch.nn.Module, source: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
-    """Copies every tensor of ``source`` whose name and shape match one of the student's.
+def copy_matching(
+    student: torch.nn.Module, source: dict[str, torch.Tensor], rename: Mapping[str, str] | None = None
+) -> tuple[list[str], list[str]]:
+    """Copies into each student tensor the ``source`` tensor of the same name (after ``rename``,
+    see :func:`kdcore.interfaces.renamed`) and shape.
 
     Returns (copied, not copied) student tensor names.
     """
+    rename = rename or {}
     own = student.state_dict()
-    copied = [k for k, v in own.items() if k in source and tuple(source[k].shape) == tuple(v.shape)]
+    pairs = {k: renamed(k, rename) for k in own}
+    copied = [
+        k for k, v in own.items() if pairs[k] in source and tuple(source[pairs[k]].shape) == tuple(v.shape)
+    ]
     with torch.no_grad():
         for k in copied:
-            own[k].copy_(source[k].to(own[k].dtype))
+            own[k].copy_(source[pairs[k]].to(own[k].dtype))
     return copied, [k for k in own if k not in set(copied)]
 
 
@@ -206,7 +214,16 @@ def init_student(
             warnings.warn(f"student.init: {path} does not exist yet", SpecWarning, stacklevel=3)
             return ""
         source, origin = read_weights(path, where="student.init"), str(path)
-    copied, rest = copy_matching(student, source)
+    rename = plan.spec.student.init_rename
+    unused = [p for p in rename if not any(re.fullmatch(p, k) for k in student.state_dict())]
+    if unused:
+        warnings.warn(
+            f"student.init_rename: {', '.join(map(repr, unused))} matches no tensor of the student "
+            f"{plan.student.name!r}; see `kdcore inspect student {plan.student.name}` for its names",
+            InitWarning,
+            stacklevel=3,
+        )
+    copied, rest = copy_matching(student, source, rename)
     total = len(copied) + len(rest)
     if not copied:
         warnings.warn(
@@ -215,9 +232,12 @@ def init_student(
             InitWarning,
             stacklevel=3,
         )
+    n_renamed = sum(renamed(k, rename) != k for k in copied)
     shown = ", ".join(rest[:6]) + (f" and {len(rest) - 6} more" if len(rest) > 6 else "")
-    return f"student.init: copied {len(copied)} of {total} student tensors from {origin}" + (
-        f"; not copied: {shown}" if rest else ""
+    return (
+        f"student.init: copied {len(copied)} of {total} student tensors from {origin}"
+        + (f" ({n_renamed} through student.init_rename)" if n_renamed else "")
+        + (f"; not copied: {shown}" if rest else "")
     )
 
 

@@ -14,7 +14,6 @@ matched tensor counts the same whatever its size.
 from __future__ import annotations
 
 import fnmatch
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -23,7 +22,7 @@ import pydantic
 import torch
 
 from kdcore.errors import KdcoreError, SpecError
-from kdcore.interfaces import Loss, ModelOutput
+from kdcore.interfaces import Loss, ModelOutput, check_rename, renamed
 from kdcore.interfaces import Params as BaseParams
 
 Norm = Literal["l1", "l2"]
@@ -49,16 +48,6 @@ def _selected(name: str, include: Sequence[str], exclude: Sequence[str]) -> bool
     )
 
 
-def teacher_name(name: str, rename: dict[str, str]) -> str:
-    """The teacher parameter a student parameter is compared with: the first ``rename`` pattern
-    that matches the whole name gives it (``\\1`` etc. expanded); otherwise the same name."""
-    for pattern, replacement in rename.items():
-        m = re.fullmatch(pattern, name)
-        if m is not None:
-            return m.expand(replacement)
-    return name
-
-
 def match_parameters(
     student: torch.nn.Module,
     teacher: torch.nn.Module,
@@ -74,7 +63,7 @@ def match_parameters(
         if not _selected(name, include, exclude):
             continue
         match.selected += 1
-        t_name = teacher_name(name, rename)
+        t_name = renamed(name, rename)
         t = t_params.get(t_name)
         if t is None:
             match.no_counterpart.append(name)
@@ -172,18 +161,7 @@ class ForwardAdaptationLoss(Loss):
         @pydantic.field_validator("rename")
         @classmethod
         def _check_rename(cls, value: dict[str, str]) -> dict[str, str]:
-            for pattern, replacement in value.items():
-                try:
-                    compiled = re.compile(pattern)
-                except re.error as exc:
-                    raise ValueError(f"{pattern!r} is not a regular expression ({exc})") from None
-                refs = [int(g) for g in re.findall(r"\\(\d+)", replacement)]
-                if refs and max(refs) > compiled.groups:
-                    raise ValueError(
-                        f"{replacement!r} refers to group {max(refs)} but {pattern!r} has "
-                        f"{compiled.groups} group(s)"
-                    )
-            return value
+            return check_rename(value)
 
     params: Params
 
