@@ -1,10 +1,12 @@
-"""The KD table: does distillation pay? One strong SR teacher, two small students, several seeds.
+"""The KD table: does distillation pay? One strong SR teacher, three small students, several seeds.
 
-    python benchmarks/kd_table.py [--smoke] [--out DIR] [--markdown FILE] [--render]
+    python benchmarks/kd_table.py [--smoke] [--out DIR] [--markdown FILE] [--render] [--latency]
+                                  [--students NAME…] [--teacher-run DIR]
 
 sr ×2 on ``builtin:photos`` / ``builtin:photos-val``. The teacher is the quickstart's EDSR
-(``examples/quickstart-teacher.json``, trained here alone). Each student — ``deformable-hdrnet``
-(the real-time HDRNet student) and a small ``compact`` conv student — is trained per seed as:
+(``examples/quickstart-teacher.json``: trained here alone, or reused with ``--teacher-run
+runs/quickstart-teacher``). ``deformable-hdrnet`` (the real-time HDRNet student) and a small
+``compact`` conv student are trained per seed as:
 
 - *alone*: L1 to the ground truth, no teacher (what ``train.baseline: "alone"`` trains);
 - *distilled, output losses*: L1 to the ground truth + 0.5 · L1 to the teacher's image + 0.5 ·
@@ -14,9 +16,11 @@ sr ×2 on ``builtin:photos`` / ``builtin:photos-val``. The teacher is the quicks
 - *+ unlabelled zoom-in*: the output losses, with half of each batch drawn from the training
   photos used as low-resolution inputs (``data.unlabeled``), which only the teacher can label.
 
-Forward adaptation and teacher initialisation need student tensors with the teacher's names and
-shapes; neither student shares any with EDSR, so those rows are reported as not applicable (they
-apply to an hdrnet teacher and a deformable-hdrnet student: ``examples/distill-forward-adaptation.json``).
+Neither shares a tensor with EDSR, so teacher initialisation and forward adaptation do not apply
+to them. The third student, ``edsr`` with 2 instead of 8 blocks, does share them: its rows are
+*alone*, *teacher init only* (``student.init: "teacher"``, with ``student.init_rename`` taking the
+teacher's last body conv; L1 to the target), the output losses on that initialisation, and those
++ ``forward-adaptation``.
 
 Latency: every model once more after training, 2 threads, on a 960×540 input (a 1920×1080
 output), interleaved in one process (min / median). Run alone, this replaces its section of
@@ -59,9 +63,10 @@ STUDENTS: dict[str, dict[str, Any]] = {
                           "feature": "lowres.fusion", "rows": OUTPUT_ROWS},
     "compact": {"spec": {"name": "compact", "params": {"num_feat": 32, "num_conv": 8}}, "feature": "body.9",
                 "rows": OUTPUT_ROWS},
-    # the teacher's own architecture, shallower: head, tail and the first blocks have the teacher's names and shapes
+    # the teacher's own architecture, shallower: head, tail and the first blocks have the teacher's names and
+    # shapes; the teacher's last body conv (body.8) goes into the student's (body.2) through student.init_rename
     "edsr": {"spec": {"name": "edsr", "params": {"n_resblocks": 2, "n_feats": 32}}, "feature": "body.1",
-             "rows": INIT_ROWS},
+             "rows": INIT_ROWS, "init_rename": {"body\\.2\\.(.*)": "body.8.\\1"}},
 }
 OUTPUT_LOSSES = [{"name": "l1"}, {"name": "l1", "weight": 0.5, "params": {"against": "teacher"}},
                  {"name": "relative-difference", "weight": 0.5}]
@@ -73,11 +78,11 @@ ROW_LABELS = {"alone": "alone", "distilled": "distilled (output losses)",
 #: rows trained by one ``kdcore.run`` with ``train.baseline: ["alone", "init-only"]`` (also its summary keys)
 BASELINE_ROWS = ("alone", "init-only")
 #: the teacher's learning rate (``--teacher-run`` checks a reused run against it)
-TEACHER_LR = 5e-4
+TEACHER_LR = 1e-3
 
 
 CONFIGS: dict[str, dict[str, Any]] = {
-    "full": {"teacher": TEACHER, "teacher_steps": 3000,
+    "full": {"teacher": TEACHER, "teacher_steps": 2000,
              "student_steps": {"deformable-hdrnet": 400, "compact": 800, "edsr": 800},
              "lr": {"deformable-hdrnet": 5e-4, "compact": 1e-3, "edsr": 1e-3}, "seeds": [0, 1, 2],
              "data": {"train": "builtin:photos", "val": "builtin:photos-val", "patch_size": 96, "batch_size": 8},
@@ -105,7 +110,7 @@ def losses_for(row: str, feature: str) -> list[dict]:
 
 
 def spec_for(teacher: dict, data: dict, student: dict, row: str, feature: str, steps: int, lr: float, seed: int,
-             teacher_dir: Path, out: Path) -> dict:
+             teacher_dir: Path, out: Path, init_rename: dict | None = None) -> dict:
     """The spec of one (student, row, seed) run.
 
     *init-distilled* also trains the *alone* and *init-only* rows, as its ``train.baseline``.
@@ -120,6 +125,8 @@ def spec_for(teacher: dict, data: dict, student: dict, row: str, feature: str, s
         spec["teacher"] = {**teacher, "checkpoint": str(teacher_dir)}
     if row.startswith("init-"):
         spec["student"]["init"] = "teacher"
+        if init_rename:
+            spec["student"]["init_rename"] = dict(init_rename)
     if row == "init-distilled":
         spec["train"]["baseline"] = ["alone", "init-only"]
     if row == "unlabeled":
@@ -157,7 +164,8 @@ def measure_student(cfg: dict, name: str, runs: Path, data: dict, teacher_dir: P
             log(f"  KD table: {name} {row}, seed {seed}, {cfg['student_steps'][name]} steps")
             folder = runs / f"kd-{name}-{row}-seed{seed}"
             s = kdcore.run(spec_for(cfg["teacher"], data, entry["spec"], row, entry["feature"],
-                                    cfg["student_steps"][name], cfg["lr"][name], seed, teacher_dir, folder),
+                                    cfg["student_steps"][name], cfg["lr"][name], seed, teacher_dir, folder,
+                                    entry.get("init_rename")),
                            overwrite=True)
             rows[row].append(_row_result(s, s["student"], seed, str(folder)))
             if row == "init-distilled":
@@ -275,7 +283,8 @@ def markdown(result: dict) -> str:
              "training photos used as low-resolution inputs, labelled by the teacher. The `edsr` student is the "
              "teacher's own architecture with fewer blocks, so its head, tail and first blocks have the teacher's "
              "names and shapes: *teacher init* is `student.init: \"teacher\"` (those tensors copied before "
-             "training), *teacher init only* trains that initialised student with L1 to the target alone "
+             "training; `student.init_rename` `{\"body\\\\.2\\\\.(.*)\": \"body.8.\\\\1\"}` also takes the teacher's last "
+             "body conv into the student's), *teacher init only* trains that initialised student with L1 to the target alone "
              "(`train.baseline: [\"alone\", \"init-only\"]` of the *teacher init* run), and *forward adaptation* "
              "adds `forward-adaptation` (weight 1) to the output losses. PSNR / SSIM on the Y "
              "channel (2-pixel border cropped). KD gain = the row's PSNR − *alone*'s, paired by seed. "
@@ -359,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency", action="store_true",
                         help="time every model of OUT/kd_table.json again (in one process), then rewrite the section")
     parser.add_argument("--teacher", type=int, nargs=3, metavar=("BLOCKS", "FEATS", "STEPS"),
-                        help="the edsr teacher's n_resblocks, n_feats and training steps (default 8 32 3000)")
+                        help="the edsr teacher's n_resblocks, n_feats and training steps (default 8 32 2000)")
     parser.add_argument("--students", nargs="+", choices=sorted(STUDENTS), default=None,
                         help="train only these students; the others are kept from OUT/kd_table.json")
     parser.add_argument("--teacher-run", type=Path, default=None,
