@@ -58,8 +58,8 @@ run: $(STAMP)
 	$(VENV)/bin/kdcore run examples/quickstart.json --overwrite
 
 # --nbmake-timeout: a cell's limit guards against a hang, not a speed budget. Tutorial 02's
-# distillation cell takes about 25 s alone on two cores but ran past nbmake's default 300 s once
-# while the other worker ran the multi-process tests beside it.
+# distillation cell takes about 25 s on a quiet machine, yet once ran past nbmake's default 300 s
+# in a fresh-clone `make test` on a loaded machine (that suite took 11 min instead of 8).
 test: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --nbmake --nbmake-timeout=900 $(PYTEST_ARGS) tests plugins $(wildcard tutorials/*.ipynb)
 
