@@ -79,9 +79,18 @@ class CharbonnierLoss(_PixelLoss):
         return torch.sqrt(diff.square() + self.params.eps**2)
 
 
+class BicubicParams(Params):
+    method: Literal["matlab-bicubic", "torch-bicubic"] = pydantic.Field(
+        default="matlab-bicubic",
+        description="MATLAB imresize's bicubic (as published SR baselines) or PyTorch's bicubic",
+    )
+
+
 class BicubicTeacher(Teacher):
     """Bicubic upscaling (identity for enhance): the SR baseline, with no weights."""
 
+    Params = BicubicParams
+    params: BicubicParams
     needs_checkpoint = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -89,7 +98,7 @@ class BicubicTeacher(Teacher):
 
         if self.task.scale == 1:
             return x.clamp(0, 1)
-        return upscale_bicubic(x, self.task.scale)
+        return upscale_bicubic(x, self.task.scale, self.params.method)
 
 
 @hookimpl

@@ -58,36 +58,62 @@ def _label(key: str, block: dict) -> str:
     }[key]
 
 
+def _set_blocks(summary: dict) -> dict[str, dict]:
+    """The validation sets of a summary (one, named after data.val, for summaries before 1.2)."""
+    sets = summary.get("val_sets")
+    if sets:
+        return sets
+    return {
+        "val": {key: summary.get(key) for key in ("baseline", "teacher", "student", "alone", "init-only")}
+    }
+
+
+def _gain_line(label: str, key: str, summary: dict, sets: dict[str, dict]) -> str | None:
+    if key not in summary:
+        return None
+    if len(sets) == 1:
+        return f"{label}: {summary[key]:+.2f} dB"
+    per_set = ", ".join(f"{name} {block[key]:+.2f}" for name, block in sets.items() if key in block)
+    return f"{label} (dB): {per_set}"
+
+
 def format_table(summary: dict) -> str:
-    """The baseline / teacher / student (/ alone) table printed at the end of a run."""
-    rows: list[tuple[str, ...]] = [("", "PSNR dB", "SSIM", "params", "latency ms")]
-    base = summary["baseline"]
-    rows.append((_label("baseline", base), _fmt(base["psnr"]), _fmt(base["ssim"], 4), "0", "-"))
-    blocks = [(key, summary[key]) for key in ("teacher", "student", "alone", "init-only") if summary.get(key)]
-    for key, block in blocks:
-        rows.append(
-            (
-                _label(key, block),
-                _fmt(block["psnr"]),
-                _fmt(block["ssim"], 4),
-                f"{block['params']:,}",
-                _fmt(block.get("latency_ms"), 1),
-            )
-        )
-    if any("onnx_latency_ms" in block for _, block in blocks):
+    """The baseline / teacher / student (/ alone) table printed at the end of a run: PSNR and SSIM
+    per validation set (a column group each), parameters and latency."""
+    sets = _set_blocks(summary)
+    header: list[str] = [""]
+    for name in sets:
+        header += [f"{name} PSNR dB" if len(sets) > 1 else "PSNR dB", "SSIM"]
+    rows: list[tuple[str, ...]] = [(*header, "params", "latency ms")]
+    keys = ["baseline"] + [k for k in ("teacher", "student", "alone", "init-only") if summary.get(k)]
+    for key in keys:
+        block = summary[key]
+        cells = [_label(key, block)]
+        for one in sets.values():
+            scores = one.get(key) or {}
+            cells += [_fmt(scores.get("psnr")), _fmt(scores.get("ssim"), 4)]
+        params = "0" if key == "baseline" else f"{block['params']:,}"
+        latency = "-" if key == "baseline" else _fmt(block.get("latency_ms"), 1)
+        rows.append((*cells, params, latency))
+    blocks = [summary[k] for k in keys[1:]]
+    if any("onnx_latency_ms" in block for block in blocks):
         # onnxruntime latency of the exported model (kdcore.export.onnx_latency_ms), next to PyTorch's
-        extra = ["onnxruntime ms", "-"] + [_fmt(block.get("onnx_latency_ms"), 1) for _, block in blocks]
+        extra = ["onnxruntime ms", "-"] + [_fmt(block.get("onnx_latency_ms"), 1) for block in blocks]
         rows = [(*r, e) for r, e in zip(rows, extra, strict=True)]
     lines = _rows_table(rows)
-    if "kd_gain_db" in summary:
-        lines.append(f"KD gain (student distilled − alone): {summary['kd_gain_db']:+.2f} dB")
-    if "kd_gain_over_init_only_db" in summary:
-        lines.append(
-            f"gain over the teacher-initialised student alone: {summary['kd_gain_over_init_only_db']:+.2f} dB"
-        )
+    for label, key in (
+        ("KD gain (student distilled − alone)", "kd_gain_db"),
+        ("gain over the teacher-initialised student alone", "kd_gain_over_init_only_db"),
+    ):
+        line = _gain_line(label, key, summary, sets)
+        if line:
+            lines.append(line)
     note = ""
     if summary.get("measured_against") == "teacher":
         note = "\n(no ground truth: scores measure agreement with the teacher)"
+    if summary.get("degradation") and summary.get("task", {}).get("kind") == "sr":
+        names = ", ".join(sets)
+        note += f"\nvalidation: {names}; inputs and baseline by {summary['degradation']}"
     size = summary.get("latency_input")
     lat = (
         f"\nlatency: median of {_latency_runs(summary)} runs on one {size[0]}×{size[1]} input, "
@@ -112,28 +138,33 @@ def _latency_runs(summary: dict) -> str:
 
 
 def format_seeds_table(result: dict) -> str:
-    """The aggregate over seeds: mean ± std and min–max of every model's PSNR, and the KD gain."""
-    rows: list[tuple[str, ...]] = [("", "PSNR dB mean ± std", "min – max", "SSIM mean", "params")]
-    for key in ("baseline", "teacher", "student", "alone", "init-only"):
-        block = result.get(key)
-        if block:
-            p = block["psnr"]
-            rows.append(
-                (
-                    _label(key, block),
-                    f"{p['mean']:.2f} ± {p['std']:.2f}",
-                    f"{p['min']:.2f} – {p['max']:.2f}",
-                    f"{block['ssim']['mean']:.4f}",
-                    f"{block['params']:,}" if block.get("params") else "0",
+    """The aggregate over seeds: mean ± std and min–max of every model's PSNR (per validation set),
+    and the KD gain."""
+    sets = result.get("val_sets") or {"": result}
+    lines = [f"{len(result['seeds'])} seeds: {', '.join(map(str, result['seeds']))}"]
+    for name, one in sets.items():
+        rows: list[tuple[str, ...]] = [(name, "PSNR dB mean ± std", "min – max", "SSIM mean", "params")]
+        for key in ("baseline", "teacher", "student", "alone", "init-only"):
+            block = one.get(key)
+            if block:
+                p = block["psnr"]
+                top = result.get(key) or block
+                rows.append(
+                    (
+                        _label(key, top),
+                        f"{p['mean']:.2f} ± {p['std']:.2f}",
+                        f"{p['min']:.2f} – {p['max']:.2f}",
+                        f"{block['ssim']['mean']:.4f}",
+                        f"{top['params']:,}" if top.get("params") else "0",
+                    )
                 )
+        lines += _rows_table(rows)
+        if "kd_gain_db" in one:
+            g = one["kd_gain_db"]
+            lines.append(
+                f"KD gain{' on ' + name if name else ''}: {g['mean']:+.2f} ± {g['std']:.2f} dB "
+                f"(min {g['min']:+.2f}, max {g['max']:+.2f}): {one['kd_gain_verdict']}"
             )
-    lines = [f"{len(result['seeds'])} seeds: {', '.join(map(str, result['seeds']))}", *_rows_table(rows)]
-    if "kd_gain_db" in result:
-        g = result["kd_gain_db"]
-        lines.append(
-            f"KD gain: {g['mean']:+.2f} ± {g['std']:.2f} dB (min {g['min']:+.2f}, max {g['max']:+.2f}): "
-            f"{result['kd_gain_verdict']}"
-        )
     return "\n".join(lines)
 
 
@@ -343,12 +374,12 @@ def _cmd_eval(args) -> int:
 
     from kdcore.data import source_from_spec
     from kdcore.engine.evaluate import baseline_name, evaluate
-    from kdcore.plan import RunPlan
+    from kdcore.plan import RunPlan, set_name
 
     run_dir = Path(args.run_dir)
     plan = RunPlan.from_run(run_dir)
     student = _eval_model(args, run_dir)
-    source = plan.val_data
+    sources = plan.val_sets
     if args.data:
         value: Any = args.data
         if args.data.lstrip().startswith("{"):
@@ -359,10 +390,11 @@ def _cmd_eval(args) -> int:
                     f"--data: not valid JSON ({exc.msg}); give builtin:NAME, a folder, "
                     'or \'{"input": FOLDER, "target": FOLDER}\''
                 ) from None
-        source = source_from_spec(value, where="--data")
-    pairs = source.load(plan.task)
+        source = source_from_spec(value, where="--data", degradation=plan.degradation)
+        sources = {set_name(source): source}
+    sets = {name: source.load(plan.task) for name, source in sources.items()}
     teacher = None
-    if any(p.target is None for p in pairs):
+    if any(p.target is None for pairs in sets.values() for p in pairs):
         if not plan.teachers:
             raise SpecError(
                 "--data: these images have no targets to measure against and the run has no teacher; "
@@ -371,22 +403,43 @@ def _cmd_eval(args) -> int:
         from kdcore.engine.build import build_run
 
         teacher = build_run(plan, torch.device("cpu"), for_run=True).teacher_forward
-    result = evaluate(student, pairs, plan.task, torch.device("cpu"), teacher_forward=teacher)
+    backend = "onnxruntime" if args.onnx or args.backend == "onnxruntime" else "torch"
+    results = {
+        name: evaluate(
+            student,
+            pairs,
+            plan.task,
+            torch.device("cpu"),
+            teacher_forward=teacher,
+            degradation=plan.degradation,
+        )
+        for name, pairs in sets.items()
+    }
+    blocks = {
+        name: {
+            "student": result["student"],
+            "baseline": {"name": baseline_name(plan.task), **result["baseline"]},
+            "images": len(result["images"]),
+            "measured_against": result["against"],
+        }
+        for name, result in results.items()
+    }
     out = {
-        "student": result["student"],
-        "baseline": {"name": baseline_name(plan.task), **result["baseline"]},
-        "images": len(pairs),
-        "measured_against": result["against"],
-        "backend": "onnxruntime" if args.onnx or args.backend == "onnxruntime" else "torch",
+        **next(iter(blocks.values())),
+        "backend": backend,
+        "degradation": plan.degradation,
+        "val_sets": blocks,
     }
     if args.json:
         print(json.dumps(out, indent=2))
     else:
-        print(
-            f"{len(pairs)} images ({out['backend']}): student PSNR {out['student']['psnr']:.2f} dB SSIM {out['student']['ssim']:.4f}"
-            f" | {out['baseline']['name']} PSNR {out['baseline']['psnr']:.2f} dB SSIM {out['baseline']['ssim']:.4f}"
-        )
-        if result["against"] == "teacher":
+        for name, one in blocks.items():
+            print(
+                f"{name}: {one['images']} images ({backend}): student PSNR {one['student']['psnr']:.2f} dB "
+                f"SSIM {one['student']['ssim']:.4f} | {one['baseline']['name']} PSNR "
+                f"{one['baseline']['psnr']:.2f} dB SSIM {one['baseline']['ssim']:.4f}"
+            )
+        if any(one["measured_against"] == "teacher" for one in blocks.values()):
             print("(no ground truth: scores measure agreement with the teacher's output)")
     return 0
 

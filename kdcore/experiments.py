@@ -82,12 +82,16 @@ def _train_baselines(plan: RunPlan, summary: dict, callbacks: Sequence[Callback]
                 Message(f"baseline '{which}': the same student without the teacher's losses in {sub.output}")
             )
         sub_resume = resume and (sub.output / STATE).exists()
-        summary[which] = _model_block(train(sub, callbacks=callbacks, resume=sub_resume, overwrite=True))
-    student_psnr = summary["student"]["psnr"]
-    if "alone" in summary:
-        summary["kd_gain_db"] = student_psnr - summary["alone"]["psnr"]
-    if "init-only" in summary:
-        summary["kd_gain_over_init_only_db"] = student_psnr - summary["init-only"]["psnr"]
+        sub_summary = train(sub, callbacks=callbacks, resume=sub_resume, overwrite=True)
+        summary[which] = _model_block(sub_summary)
+        for name, block in summary.get("val_sets", {}).items():
+            block[which] = sub_summary["val_sets"][name]["student"]
+    for block in (summary, *summary.get("val_sets", {}).values()):
+        student_psnr = block["student"]["psnr"]
+        if "alone" in block:
+            block["kd_gain_db"] = student_psnr - block["alone"]["psnr"]
+        if "init-only" in block:
+            block["kd_gain_over_init_only_db"] = student_psnr - block["init-only"]["psnr"]
     if int(os.environ.get("RANK", "0")) == 0:
         text = json.dumps(summary, indent=2) + "\n"
         atomic_write(plan.output / "summary.json", lambda tmp: Path(tmp).write_text(text))
@@ -104,15 +108,30 @@ def _stats(values: list[float]) -> dict[str, float]:
 
 
 def aggregate(summaries: list[dict], seeds: Sequence[int], folders: Sequence[Path]) -> dict:
-    """Mean, std, min and max over seeds of every model's PSNR/SSIM and of the KD gain."""
+    """Mean, std, min and max over seeds of every model's PSNR/SSIM and of the KD gain (also per
+    validation set, under ``val_sets``)."""
     out: dict[str, Any] = {"seeds": list(seeds), "runs": [str(f) for f in folders]}
+    out.update(_aggregate_models(summaries))
+    names = [
+        name
+        for name in summaries[0].get("val_sets", {})
+        if all(name in s.get("val_sets", {}) for s in summaries)
+    ]
+    if names:
+        out["val_sets"] = {
+            name: _aggregate_models([s["val_sets"][name] for s in summaries]) for name in names
+        }
+    return out
+
+
+def _aggregate_models(summaries: list[dict]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     for model in MODELS:
         blocks: list[Any] = [s.get(model) for s in summaries]  # a model's block, or None: skipped
         if not all(blocks) or any(b.get("psnr") is None for b in blocks):
             continue
         out[model] = {
-            "name": blocks[0].get("name"),
-            "params": blocks[0].get("params"),
+            **{k: blocks[0][k] for k in ("name", "params") if k in blocks[0]},
             "psnr": _stats([b["psnr"] for b in blocks]),
             "ssim": _stats([b["ssim"] for b in blocks]),
         }

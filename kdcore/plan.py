@@ -105,7 +105,7 @@ class RunPlan:
     teachers: tuple[ComponentPlan, ...]
     losses: tuple[ComponentPlan, ...]
     train_data: DataSource
-    val_data: DataSource
+    val_sets: dict[str, DataSource]  # name -> source, in the spec's order (one entry for a plain data.val)
     unlabeled: tuple[UnlabeledSource, ...]
     data: DataSpec
     train: TrainSpec
@@ -136,6 +136,9 @@ class RunPlan:
     def from_run(cls, run_dir: str | os.PathLike, *, registry: Registry | None = None) -> RunPlan:
         """The plan a run folder's ``spec.json`` records (what ``--resume``, eval and load use)."""
         raw = read_run_spec(run_dir)
+        data = raw.get("data")
+        if isinstance(data, dict) and "degradation" not in data:
+            data["degradation"] = "torch-bicubic"  # a run made before kdcore 1.2 used PyTorch's bicubic
         return cls._from_raw(raw, Path(run_dir).resolve(), registry, check_sources=False)
 
     @classmethod
@@ -147,7 +150,7 @@ class RunPlan:
         spec = parse(raw, base)
         student, teachers, losses = _resolve_components(spec, registry)
         _fill_params(spec, student, teachers, losses)
-        train_data, val_data, unlabeled = _resolve_sources(spec, check_sources)
+        train_data, val_sets, unlabeled = _resolve_sources(spec, check_sources)
         _check_optimizer(spec.train.optimizer)
         return cls(
             task=spec.task,
@@ -155,7 +158,7 @@ class RunPlan:
             teachers=teachers,
             losses=losses,
             train_data=train_data,
-            val_data=val_data,
+            val_sets=val_sets,
             unlabeled=unlabeled,
             data=spec.data,
             train=spec.train,
@@ -189,6 +192,16 @@ class RunPlan:
     # -- conveniences -----------------------------------------------------------------------
     def components(self) -> list[ComponentPlan]:
         return [self.student, *self.teachers, *self.losses]
+
+    @property
+    def val_data(self) -> DataSource:
+        """The first validation set (the one the top-level figures of summary.json describe)."""
+        return next(iter(self.val_sets.values()))
+
+    @property
+    def degradation(self) -> str:
+        """How sr inputs and the bicubic baseline are made (``data.degradation``)."""
+        return self.data.degradation
 
     def has_targets(self) -> bool:
         """Whether the training data has ground truth (sr always has: targets are the images)."""
@@ -258,14 +271,28 @@ def _fill_params(spec: RunSpec, student: ComponentPlan, teachers, losses) -> Non
 
 def _resolve_sources(spec: RunSpec, check: bool):
     messages: list[str] = []
-    train = source_from_spec(spec.data.train, where="data.train")
-    val = source_from_spec(spec.data.val, where="data.val")
+    degradation = spec.data.degradation
+    train = source_from_spec(spec.data.train, where="data.train", degradation=degradation)
+    val_spec = spec.data.val
+    if isinstance(val_spec, dict):
+        if not val_spec:
+            raise SpecError(
+                "data.val: the object names no validation set; give at least one, e.g. "
+                '{"Set5": "builtin:set5"}'
+            )
+        val = {
+            name: source_from_spec(value, where=f"data.val.{name}", degradation=degradation)
+            for name, value in val_spec.items()
+        }
+    else:
+        source = source_from_spec(val_spec, where="data.val", degradation=degradation)
+        val = {set_name(source): source}
     unlabeled = []
     for i, value in enumerate(spec.data.unlabeled):
         where = f"data.unlabeled[{i}]"
         unlabeled.append(UnlabeledSource(source_from_spec(value, where=where), where=where))  # type: ignore[arg-type]
     if check:
-        for source in (train, val, *unlabeled):
+        for source in (train, *val.values(), *unlabeled):
             try:
                 source.check()
             except KdcoreError as exc:  # noqa: PERF203 - every source's problem is reported at once
@@ -273,6 +300,14 @@ def _resolve_sources(spec: RunSpec, check: bool):
     if messages:
         raise spec_error(messages)
     return train, val, tuple(unlabeled)
+
+
+def set_name(source: DataSource) -> str:
+    """The name a single (unnamed) validation set is reported under: the built-in name, or the folder's."""
+    spelled = source.to_spec()
+    if isinstance(spelled, dict):
+        return Path(spelled["target"]).name
+    return spelled.split(":", 1)[1] if spelled.startswith("builtin:") else Path(spelled).name
 
 
 def _check_optimizer(name: str) -> None:

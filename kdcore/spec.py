@@ -37,6 +37,32 @@ class PairedFolders(_Strict):
 
     input: str = Field(description="folder of input images")
     target: str = Field(description="folder of target images (same file names)")
+    input_name: str | None = Field(
+        default=None,
+        description="how a target's file stem maps to its input's, '{}' standing for the target stem "
+        "(e.g. '{}x2': 0001.png <-> 0001x2.png, BasicSR's filename_tmpl). Absent: equal stems, or input "
+        "stems that carry the scale (0001x2, 0001_x2) when that pairing is unambiguous",
+    )
+
+    @field_validator("input_name")
+    @classmethod
+    def _check_input_name(cls, value: str | None) -> str | None:
+        if value is not None and value.count("{}") != 1:
+            raise ValueError(
+                f"{value!r} must contain '{{}}' exactly once (where the target's stem goes), e.g. '{{}}x2'"
+            )
+        return value
+
+
+#: the keys of a paired source; an object with other keys under data.val names validation sets
+PAIRED_KEYS = frozenset(PairedFolders.model_fields)
+
+
+def is_paired(value: Any) -> bool:
+    """Whether a spec value is a paired source ({"input", "target"[, "input_name"]})."""
+    if isinstance(value, PairedFolders):
+        return True
+    return isinstance(value, dict) and bool(value) and set(value) <= PAIRED_KEYS
 
 
 def _source_tag(value: Any) -> str:
@@ -49,16 +75,51 @@ DataSource = Annotated[
 ]
 
 
+def _val_tag(value: Any) -> str:
+    if isinstance(value, dict) and not is_paired(value):
+        return "sets"
+    return _source_tag(value)
+
+
+ValSource = Annotated[
+    Annotated[str, Tag("path")]
+    | Annotated[PairedFolders, Tag("paired")]
+    | Annotated[dict[str, DataSource], Tag("sets")],
+    Discriminator(_val_tag),
+]
+
+
 class DataSpec(_Strict):
     train: DataSource = Field(
         description="'builtin:NAME', a folder of images, or {'input': FOLDER, 'target': FOLDER}"
     )
-    val: DataSource = Field(default=DEFAULT_VAL, description="validation images, same forms as train")
+    val: ValSource = Field(
+        default=DEFAULT_VAL,
+        description="validation images, same forms as train; or an object naming several validation sets, "
+        "each evaluated: {'Set5': 'builtin:set5', 'Set14': 'builtin:set14', 'mine': 'photos/'}",
+    )
+    degradation: Literal["matlab-bicubic", "torch-bicubic"] = Field(
+        default="matlab-bicubic",
+        description="how sr inputs are made from high-resolution images, and the bicubic baseline: "
+        "'matlab-bicubic' (MATLAB imresize, a=-0.5, antialiased: the convention of published SR results) "
+        "or 'torch-bicubic' (PyTorch's antialiased bicubic, kdcore 1.1)",
+    )
     patch_size: int = Field(
         default=64, ge=16, description="side of the high-resolution training patch, in pixels"
     )
     batch_size: int = Field(default=8, ge=1, description="patches per training step")
-    workers: int = Field(default=0, ge=0, description="data-loading worker processes")
+    workers: int | None = Field(
+        default=None,
+        ge=0,
+        description="data-loading worker processes (0: in the training process; absent: chosen from the "
+        "cores and the data size)",
+    )
+    cache: Literal["auto", "memory", "disk"] = Field(
+        default="auto",
+        description="where decoded training images are held: 'memory' (8-bit images as uint8), or 'disk' "
+        "(decoded and degraded once into uncompressed files under $KDCORE_CACHE/pixels, each patch read "
+        "from them: memory stays flat for DIV2K-sized sets); 'auto': disk beyond 256 MiB of pixels",
+    )
     augment: bool = Field(default=True, description="random flips and 90° rotations")
     unlabeled: list[str] = Field(
         default_factory=list,
@@ -190,7 +251,7 @@ TeacherField = Annotated[
     Discriminator(_teacher_tag),
 ]
 
-_TAGS = {"one", "many", "path", "paired"}
+_TAGS = {"one", "many", "path", "paired", "sets"}
 
 
 class RunSpec(_Strict):
@@ -389,6 +450,8 @@ def _check_override_path(key: str, parts: list[str]) -> None:
             raise SpecError(f"--set {key}: no such key")
         if model is dict:  # below "params": checked by the component's Params
             return
+        if parts[:i] == ["data", "val"] and part not in PAIRED_KEYS:  # a named validation set
+            return
         fields = model.model_fields
         if part not in fields:
             close = difflib.get_close_matches(part, list(fields), n=1)
@@ -463,7 +526,7 @@ def _check_batch_split(data: DataSpec) -> list[str]:
 
 #: --set keys whose values are paths (a trailing ".N" index or ".input"/".target" may follow)
 PATH_KEYS = re.compile(
-    r"^(output|data\.(train|val|unlabeled)(\.\d+|\.input|\.target)?|"
+    r"^(output|data\.(train|val|unlabeled)(\.\d+|\.input|\.target)?|data\.val\.[^.]+(\.input|\.target)?|"
     r"student\.(checkpoint|init)|teacher(\.\d+)?\.checkpoint)$"
 )
 
@@ -483,8 +546,8 @@ def absolute_paths(overrides: dict[str, Any], cwd: Path | None = None) -> dict[s
             return str((cwd / Path(value).expanduser()).resolve())
         if isinstance(value, list):
             return [fix(key, v) for v in value]
-        if isinstance(value, dict) and set(value) == {"input", "target"}:
-            return {k: fix(key, v) for k, v in value.items()}
+        if isinstance(value, dict):  # a paired source, or named validation sets
+            return {k: v if k == "input_name" else fix(key, v) for k, v in value.items()}
         return value
 
     return {
@@ -497,15 +560,20 @@ def _resolve(base: Path, value: str) -> str:
     return str((base / Path(value).expanduser()).resolve())
 
 
+def _resolve_source(base: Path, src: Any) -> Any:
+    if isinstance(src, PairedFolders):
+        src.input = _resolve(base, src.input)
+        src.target = _resolve(base, src.target)
+        return src
+    if isinstance(src, dict):  # named validation sets
+        return {name: _resolve_source(base, value) for name, value in src.items()}
+    return src if src.startswith(BUILTIN_PREFIX) else _resolve(base, src)
+
+
 def _resolve_paths(spec: RunSpec) -> None:
     base = spec._base_dir
-    for key in ("train", "val"):
-        src = getattr(spec.data, key)
-        if isinstance(src, PairedFolders):
-            src.input = _resolve(base, src.input)
-            src.target = _resolve(base, src.target)
-        elif not src.startswith(BUILTIN_PREFIX):
-            setattr(spec.data, key, _resolve(base, src))
+    spec.data.train = _resolve_source(base, spec.data.train)
+    spec.data.val = _resolve_source(base, spec.data.val)
     spec.data.unlabeled = [
         u if u.startswith(BUILTIN_PREFIX) else _resolve(base, u) for u in spec.data.unlabeled
     ]
@@ -525,6 +593,9 @@ def json_schema(registry: Registry) -> dict:
     """The spec's JSON Schema, with each installed component's params schema selected by name."""
     schema = RunSpec.model_json_schema()
     defs = schema.setdefault("$defs", {})
+    for variant in defs["DataSpec"]["properties"]["val"].get("oneOf", []):
+        if variant.get("type") == "object":  # named sets: never the keys of a paired source
+            variant["propertyNames"] = {"not": {"enum": sorted(PAIRED_KEYS)}}
     for def_name, kind in (("StudentSpec", "student"), ("TeacherSpec", "teacher"), ("LossSpec", "loss")):
         kinds = ("teacher", "student") if kind == "teacher" else (kind,)
         regs = [r for k in kinds for r in registry.list(k)]

@@ -163,10 +163,10 @@ def test_save_image_round_trips_and_leaves_no_temp_files(tmp_path):
 # --------------------------------------------------------------------------- resampling
 
 
-def test_downscale_is_antialiased_bicubic_rounded_to_8_bits():
+def test_torch_bicubic_downscale_is_antialiased_bicubic_rounded_to_8_bits():
     torch.manual_seed(0)
     hr = torch.rand(3, 12, 18)
-    lr = downscale(hr, 3)
+    lr = downscale(hr, 3, "torch-bicubic")
     assert lr.shape == (3, 4, 6)
     levels = lr * 255
     torch.testing.assert_close(levels, torch.round(levels), atol=1e-4, rtol=0)
@@ -179,7 +179,7 @@ def test_downscale_is_antialiased_bicubic_rounded_to_8_bits():
 
 def test_upscale_bicubic_and_crop_to_multiple():
     lr = torch.rand(3, 5, 4)
-    up = upscale_bicubic(lr, 3)
+    up = upscale_bicubic(lr, 3, "torch-bicubic")
     assert up.shape == (3, 15, 12) and up.min() >= 0 and up.max() <= 1
     reference = F.interpolate(lr[None], scale_factor=3, mode="bicubic", align_corners=False)[0]
     torch.testing.assert_close(up, reference.clamp(0, 1))

@@ -140,9 +140,17 @@ def test_latency_stops_at_its_budget_after_the_minimum_runs():
     from kdcore.engine.evaluate import latency_samples
 
     slow = _Sleeper(0.02)
-    times = latency_samples(slow, torch.zeros(1, 3, 4, 4), runs=5, budget_s=0.03, min_runs=3)
-    assert len(times) == 3 and slow.calls == 4  # one warm-up call, then the minimum: 60 ms > the 30 ms budget
+    times = latency_samples(slow, torch.zeros(1, 3, 4, 4), runs=5, budget_s=0.05, min_runs=3)
+    assert len(times) == 3 and slow.calls == 4  # one warm-up call, then the minimum: 60 ms > the 50 ms budget
     assert min(times) >= 20
+
+
+def test_a_model_slower_than_half_the_budget_is_timed_once():
+    from kdcore.engine.evaluate import latency_samples
+
+    slow = _Sleeper(0.05)
+    times = latency_samples(slow, torch.zeros(1, 3, 4, 4), runs=5, budget_s=0.06, min_runs=3)
+    assert len(times) == 1 and slow.calls == 2 and times[0] >= 50
 
 
 def test_latency_takes_every_run_within_its_budget():

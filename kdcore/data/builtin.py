@@ -1,8 +1,9 @@
-"""The built-in photo datasets: colour photographs shipped inside the scikit-image wheel.
+"""The built-in datasets: photographs shipped inside scikit-image's wheel, and the SR test sets.
 
-The files are read straight from scikit-image's data folder (never downloaded). The training
-and validation splits are fixed and disjoint; the two motorcycle views show one scene and so
-stay in one split.
+``builtin:photos`` / ``builtin:photos-val`` are read straight from scikit-image's data folder
+(never downloaded). The training and validation splits are fixed and disjoint; the two
+motorcycle views show one scene and so stay in one split. ``builtin:set5`` / ``builtin:set14``
+are the standard super-resolution test sets, shipped inside kdcore (``kdcore/data/sets``).
 """
 
 from __future__ import annotations
@@ -47,9 +48,30 @@ BUILTIN_DATASETS: dict[str, tuple[str, ...]] = {
 """Dataset name (as in ``builtin:NAME``) -> photo names, in a fixed order."""
 
 
+TEST_SETS: dict[str, str] = {"set5": "Set5", "set14": "Set14"}
+"""``builtin:NAME`` -> folder under ``kdcore/data/sets``: the standard SR test sets (see its README)."""
+
+SETS_FOLDER = Path(__file__).parent / "sets"
+
+
 def builtin_names() -> dict[str, list[str]]:
-    """The built-in datasets (without the ``builtin:`` prefix) and the photos in each."""
+    """The built-in photo datasets (without the ``builtin:`` prefix) and the photos in each
+    (names :func:`load_photo` takes); the test sets are :func:`test_set_names`."""
     return {name: list(photos) for name, photos in BUILTIN_DATASETS.items()}
+
+
+def test_set_names() -> dict[str, list[str]]:
+    """The built-in SR test sets (``set5``, ``set14``) and the image names in each."""
+    return {name: [path.stem for path in test_set_files(name)] for name in TEST_SETS}
+
+
+def test_set_files(name: str) -> list[Path]:
+    """The image files of the built-in test set ``name`` (``set5``, ``set14``), sorted."""
+    folder = SETS_FOLDER / TEST_SETS[name]
+    files = sorted(folder.glob("*.png"))
+    if not files:
+        raise DataError(f"built-in data 'builtin:{name}' is missing ({folder}); reinstall kdcore")
+    return files
 
 
 def photo_folder() -> Path:
@@ -85,7 +107,9 @@ def load_photo(name: str) -> torch.Tensor:
 def load_builtin(source: str, *, where: str) -> list[tuple[str, torch.Tensor]]:
     """The (name, image) list of ``builtin:NAME``; an unknown name lists the valid ones."""
     dataset = source[len(BUILTIN_PREFIX) :] if source.startswith(BUILTIN_PREFIX) else source
+    if dataset in TEST_SETS:
+        return [(path.stem, load_image(path)) for path in test_set_files(dataset)]
     if dataset not in BUILTIN_DATASETS:
-        valid = ", ".join(BUILTIN_PREFIX + name for name in BUILTIN_DATASETS)
+        valid = ", ".join(BUILTIN_PREFIX + name for name in (*BUILTIN_DATASETS, *TEST_SETS))
         raise DataError(f"{where}: unknown built-in dataset {source!r}; valid names: {valid}")
     return [(name, load_photo(name)) for name in BUILTIN_DATASETS[dataset]]

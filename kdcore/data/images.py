@@ -5,6 +5,8 @@ Every image in kdcore is a float32 tensor 3×H×W (or B×3×H×W), RGB in [0, 1]
 
 from __future__ import annotations
 
+import functools
+import math
 import os
 from pathlib import Path
 
@@ -185,18 +187,87 @@ def crop_to_multiple(img: torch.Tensor, scale: int) -> torch.Tensor:
     return img[..., : height - height % scale, : width - width % scale]
 
 
-def downscale(hr: torch.Tensor, scale: int) -> torch.Tensor:
-    """Antialiased bicubic downscaling by ``scale``, clamped and rounded to 8 bits.
+DEGRADATIONS: tuple[str, ...] = ("matlab-bicubic", "torch-bicubic")
+"""How low-resolution inputs (and the bicubic baseline) are made: ``data.degradation``.
 
-    The low-resolution input convention of super-resolution. ``hr`` is 3×H×W or B×3×H×W with H
-    and W multiples of ``scale``.
+``"matlab-bicubic"`` is MATLAB's ``imresize`` (cubic kernel a = −0.5, widened by the scale when
+shrinking, mirrored borders), the convention of published SR results. ``"torch-bicubic"`` is
+PyTorch's antialiased bicubic (a = −0.75), kdcore's behaviour before version 1.2.
+"""
+
+DEFAULT_DEGRADATION = "matlab-bicubic"
+
+
+def _check_degradation(degradation: str) -> None:
+    if degradation not in DEGRADATIONS:
+        raise ValueError(f"degradation must be one of {', '.join(DEGRADATIONS)}, got {degradation!r}")
+
+
+def _cubic(x: torch.Tensor) -> torch.Tensor:
+    """The cubic convolution kernel with a = −0.5 (Keys), as MATLAB's imresize uses it."""
+    ax = x.abs()
+    ax2, ax3 = ax * ax, ax * ax * ax
+    near = 1.5 * ax3 - 2.5 * ax2 + 1.0
+    far = -0.5 * ax3 + 2.5 * ax2 - 4.0 * ax + 2.0
+    return torch.where(ax <= 1, near, torch.where(ax <= 2, far, torch.zeros_like(ax)))
+
+
+@functools.lru_cache(maxsize=64)
+def _imresize_matrix(in_len: int, out_len: int, scale: float) -> torch.Tensor:
+    """The out_len × in_len resampling matrix of MATLAB's bicubic ``imresize`` along one axis.
+
+    Output pixel ``i`` (1-based) sits at ``u = i / scale + (1 − 1/scale) / 2`` in input
+    coordinates; when shrinking, the kernel is stretched by ``1/scale`` (antialiasing). Indices
+    past an edge are mirrored (MATLAB's symmetric padding) and each row sums to one.
     """
+    antialias = scale < 1
+    width = 4.0 / scale if antialias else 4.0
+    x = torch.arange(1, out_len + 1, dtype=torch.float64)
+    u = x / scale + 0.5 * (1 - 1 / scale)
+    left = torch.floor(u - width / 2)
+    taps = math.ceil(width) + 2
+    indices = left[:, None] + torch.arange(taps, dtype=torch.float64)[None, :]  # 1-based
+    distance = u[:, None] - indices
+    weights = scale * _cubic(distance * scale) if antialias else _cubic(distance)
+    weights = weights / weights.sum(dim=1, keepdim=True)
+    # symmetric padding: ..., 2, 1 | 1, 2, ..., n | n, n-1, ...
+    zero_based = (indices - 1).long() % (2 * in_len)
+    zero_based = torch.where(zero_based >= in_len, 2 * in_len - 1 - zero_based, zero_based)
+    matrix = torch.zeros(out_len, in_len, dtype=torch.float64)
+    matrix.scatter_add_(1, zero_based, weights)
+    return matrix.to(torch.float32)
+
+
+def imresize(image: torch.Tensor, scale: float) -> torch.Tensor:
+    """MATLAB's bicubic ``imresize(image, scale)`` on a 3×H×W or B×C×H×W float tensor.
+
+    Separable and vectorised: one matrix product per axis (rows first, as MATLAB orders equal
+    scales). No clamping or rounding: callers decide (see :func:`downscale`).
+    """
+    batch, squeeze = _as_batch(image)
+    height, width = batch.shape[-2:]
+    out_h, out_w = math.ceil(height * scale), math.ceil(width * scale)
+    rows = _imresize_matrix(height, out_h, float(scale)).to(batch.device)
+    cols = _imresize_matrix(width, out_w, float(scale)).to(batch.device)
+    out = torch.matmul(torch.matmul(rows, batch.float()), cols.T)
+    return out[0] if squeeze else out
+
+
+def downscale(hr: torch.Tensor, scale: int, degradation: str = DEFAULT_DEGRADATION) -> torch.Tensor:
+    """Bicubic downscaling by ``scale``, clamped and rounded to 8 bits: the LR input of SR.
+
+    ``hr`` is 3×H×W or B×3×H×W with H and W multiples of ``scale``; ``degradation`` is one of
+    :data:`DEGRADATIONS` (MATLAB's ``imresize`` by default, as published SR results use).
+    """
+    _check_degradation(degradation)
     batch, squeeze = _as_batch(hr)
     height, width = batch.shape[-2:]
     if scale < 1 or height % scale or width % scale:
         raise ValueError(f"image size {height}×{width} is not a multiple of scale {scale}")
     if scale == 1:
         low = batch
+    elif degradation == "matlab-bicubic":
+        low = imresize(batch, 1 / scale)
     else:
         low = F.interpolate(
             batch,
@@ -209,12 +280,18 @@ def downscale(hr: torch.Tensor, scale: int) -> torch.Tensor:
     return low[0] if squeeze else low
 
 
-def upscale_bicubic(lr: torch.Tensor, scale: int) -> torch.Tensor:
-    """Plain bicubic upscaling by ``scale`` (the SR baseline), clamped to [0, 1]."""
+def upscale_bicubic(lr: torch.Tensor, scale: int, degradation: str = DEFAULT_DEGRADATION) -> torch.Tensor:
+    """Bicubic upscaling by ``scale`` (the SR baseline), clamped to [0, 1].
+
+    The same convention as the degradation: MATLAB's ``imresize`` or PyTorch's bicubic.
+    """
+    _check_degradation(degradation)
     batch, squeeze = _as_batch(lr)
     height, width = batch.shape[-2:]
     if scale == 1:
         high = batch.clone()
+    elif degradation == "matlab-bicubic":
+        high = imresize(batch, scale)
     else:
         high = F.interpolate(batch, size=(height * scale, width * scale), mode="bicubic", align_corners=False)
     high = high.clamp(0.0, 1.0)

@@ -6,6 +6,7 @@ full-image teacher outputs can reproduce any sample with :func:`crop` and :func:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -13,6 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from kdcore.data.sources import ImagePair
+from kdcore.data.store import PairStore
 from kdcore.errors import DataError
 from kdcore.interfaces import Task
 
@@ -64,7 +66,7 @@ class PatchDataset(Dataset):
 
     def __init__(
         self,
-        pairs: list[ImagePair],
+        pairs: Sequence[ImagePair] | PairStore,
         task: Task,
         patch_size: int,
         length: int,
@@ -79,33 +81,30 @@ class PatchDataset(Dataset):
             raise DataError(f"data.patch_size: {patch_size} must be a positive multiple of the scale {scale}")
         if length < 0:
             raise ValueError(f"length must not be negative, got {length}")
-        self.pairs = list(pairs)
+        self.pairs = PairStore.from_pairs(pairs)
         self.task = task
         self.patch_size = patch_size
         self.input_patch = patch_size // scale
         self.length = length
         self.seed = int(seed)
         self.augment = augment
-        for pair in self.pairs:
-            height, width = pair.input.shape[-2:]
+        for index, name in enumerate(self.pairs.names):
+            height, width = self.pairs.input_size(index)
             if height < self.input_patch or width < self.input_patch:
                 largest = min(height, width) * scale
                 fix = (
                     f"a smaller data.patch_size (at most {largest}) or " if largest >= MIN_PATCH_SIZE else ""
                 )
                 raise DataError(
-                    f"{where}: image {pair.name!r} (input {width}×{height}) is smaller than the "
+                    f"{where}: image {name!r} (input {width}×{height}) is smaller than the "
                     f"input patch {self.input_patch}×{self.input_patch} (data.patch_size "
                     f"{patch_size} at scale {scale}); use {fix}larger images (the smallest "
                     f"data.patch_size is {MIN_PATCH_SIZE})"
                 )
-            if pair.target is not None and tuple(pair.target.shape[-2:]) != (
-                height * scale,
-                width * scale,
-            ):
+            target = self.pairs.target_size(index)
+            if target is not None and target != (height * scale, width * scale):
                 raise DataError(
-                    f"{where}: image {pair.name!r}: target {tuple(pair.target.shape[-2:])} is "
-                    f"not {scale}× the input {(height, width)}"
+                    f"{where}: image {name!r}: target {target} is not {scale}× the input {(height, width)}"
                 )
 
     def __len__(self) -> int:
@@ -124,7 +123,7 @@ class PatchDataset(Dataset):
         index = self._index(i)
         rng = np.random.default_rng([self.seed % 2**63, index])
         image = int(rng.integers(len(self.pairs)))
-        height, width = self.pairs[image].input.shape[-2:]
+        height, width = self.pairs.input_size(image)
         y = int(rng.integers(height - self.input_patch + 1))
         x = int(rng.integers(width - self.input_patch + 1))
         aug = int(rng.integers(NUM_AUGMENTATIONS))
@@ -134,11 +133,11 @@ class PatchDataset(Dataset):
         """``{"input", "target" (when the pair has one), "index", "image", "crop", "aug"}``."""
         index = self._index(i)
         where = self.locate(index)
-        pair = self.pairs[where.image]
+        pairs = self.pairs
         side, scale = self.input_patch, self.task.scale
         sample: dict = {
             # clone: never hand out a view of (and so pickle) the whole image
-            "input": apply_aug(crop(pair.input, where.y, where.x, side, side), where.aug).clone(
+            "input": apply_aug(pairs.input_crop(where.image, where.y, where.x, side, side), where.aug).clone(
                 memory_format=torch.contiguous_format
             ),
             "index": index,
@@ -146,7 +145,9 @@ class PatchDataset(Dataset):
             "crop": torch.tensor([where.y, where.x]),
             "aug": where.aug,
         }
-        if pair.target is not None:
-            target = crop(pair.target, where.y * scale, where.x * scale, self.patch_size, self.patch_size)
+        if pairs.has_target(where.image):
+            target = pairs.target_crop(
+                where.image, where.y * scale, where.x * scale, self.patch_size, self.patch_size
+            )
             sample["target"] = apply_aug(target, where.aug).clone(memory_format=torch.contiguous_format)
         return sample

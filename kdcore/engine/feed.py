@@ -6,6 +6,7 @@ number of workers see exactly the data an uninterrupted single-process run sees.
 
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import dataclass, field
 
@@ -15,6 +16,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from kdcore.data import ImagePair, PatchDataset
 from kdcore.data.patches import MIN_PATCH_SIZE
+from kdcore.data.store import PairStore, default_pixel_dir
 from kdcore.engine.build import BuiltRun
 from kdcore.errors import SpecError
 from kdcore.interfaces import ModelOutput, Task
@@ -61,7 +63,7 @@ def batch_split(plan: RunPlan, world: int) -> tuple[int, int]:
     return n_l, n_u
 
 
-def check_val_sizes(plan: RunPlan, pairs: list[ImagePair]) -> None:
+def check_val_sizes(plan: RunPlan, pairs: list[ImagePair], where: str = "data.val") -> None:
     """Every validation image is large enough for SSIM once the metric's border is cropped.
 
     scikit-image's SSIM with a Gaussian window (sigma 1.5) uses an 11×11 window, which must fit
@@ -78,23 +80,23 @@ def check_val_sizes(plan: RunPlan, pairs: list[ImagePair]) -> None:
                 f" (inputs {min_input}×{min_input})" if scale > 1 else ""
             )
             raise SpecError(
-                f"data.val: image {pair.name!r} of {plan.val_data.to_spec()} ({w * scale}×{h * scale}) is too small "
+                f"{where}: image {pair.name!r} ({w * scale}×{h * scale}) is too small "
                 f"for SSIM: {max(side_w, 0)}×{max(side_h, 0)} after cropping the {border}-pixel border, and SSIM "
                 f"needs {SSIM_KERNEL}×{SSIM_KERNEL}; use validation images of at least {sizes}"
             )
 
 
-def _check_unlabeled_sizes(plan: RunPlan, pairs: list[ImagePair]) -> None:
+def _check_unlabeled_sizes(plan: RunPlan, pairs: PairStore) -> None:
     """Unlabelled images are inputs at their own resolution: each must hold an input patch."""
     patch, scale = plan.data.patch_size, plan.task.scale
     side = patch // scale
-    for pair in pairs:
-        h, w = pair.input.shape[-2:]
+    for index, name in enumerate(pairs.names):
+        h, w = pairs.input_size(index)
         if min(h, w) < side:
             largest = min(h, w) * scale
             fix = f"a smaller data.patch_size (at most {largest}) or " if largest >= MIN_PATCH else ""
             raise SpecError(
-                f"data.unlabeled: image {pair.name!r} ({w}×{h}) is smaller than the input patch {side}×{side} "
+                f"data.unlabeled: image {name!r} ({w}×{h}) is smaller than the input patch {side}×{side} "
                 f"(data.patch_size {patch} at ×{scale}; unlabelled images are inputs at their own resolution); "
                 f"use {fix}unlabelled images of at least {side}×{side}"
             )
@@ -105,30 +107,52 @@ def load_unlabeled(plan: RunPlan) -> list[ImagePair]:
     return [pair for source in plan.unlabeled for pair in source.load(plan.task)]
 
 
+def training_stores(plan: RunPlan) -> tuple[PairStore, PairStore]:
+    """The training pairs and the unlabelled inputs, held as ``data.cache`` says (decoded once)."""
+    train = PairStore.build(plan.train_data.records(plan.task), plan.data.cache)
+    records = [record for source in plan.unlabeled for record in source.records(plan.task)]
+    unlabeled = PairStore.build(records, plan.data.cache) if records else PairStore.from_pairs([])
+    return train, unlabeled
+
+
 @dataclass
 class TrainingData:
     """The run's images, loaded once: training pairs, validation pairs, unlabelled inputs."""
 
     plan: RunPlan
-    train_pairs: list[ImagePair]
-    val_pairs: list[ImagePair]
-    unlabeled_pairs: list[ImagePair] = field(default_factory=list)
+    train_pairs: PairStore
+    val_sets: dict[str, list[ImagePair]]  # validation set name -> its images, in the plan's order
+    unlabeled_pairs: PairStore = field(default_factory=lambda: PairStore.from_pairs([]))
+
+    @property
+    def val_pairs(self) -> list[ImagePair]:
+        """The first validation set's images (latency probe, top-level figures)."""
+        return next(iter(self.val_sets.values()))
 
     @classmethod
     def load(cls, plan: RunPlan) -> TrainingData:
-        train = plan.train_data.load(plan.task)
-        val = plan.val_data.load(plan.task)
-        if not plan.teachers and any(p.target is None for p in val):
-            raise SpecError(
-                "data.val: these images have no targets and the spec has no teacher to measure against"
-            )
-        return cls(plan, train, val, load_unlabeled(plan))
+        val = {name: source.load(plan.task) for name, source in plan.val_sets.items()}
+        for name, pairs in val.items():
+            if not plan.teachers and any(p.target is None for p in pairs):
+                raise SpecError(
+                    f"{plan.val_sets[name].where}: these images have no targets and the spec has no teacher "
+                    "to measure against"
+                )
+        train, unlabeled = training_stores(plan)
+        return cls(plan, train, val, unlabeled)
+
+    def describe(self) -> str:
+        """Where the training images are held (for the run log)."""
+        store = self.train_pairs
+        place = "in memory" if store.mode == "memory" else f"on disk ({default_pixel_dir()}), read per patch"
+        return f"training data: {len(store)} images, held {place}; {self.workers()} loader workers"
 
     def check(self, world: int) -> None:
         """What training would refuse, checked before anything is written: the batch split,
         images against the patch size, validation images against SSIM's window."""
         self.datasets(world)
-        check_val_sizes(self.plan, self.val_pairs)
+        for name, pairs in self.val_sets.items():
+            check_val_sizes(self.plan, pairs, self.plan.val_sets[name].where)
 
     def datasets(self, world: int) -> list[PatchDataset]:
         """The labelled patch dataset, and the unlabelled one when the batch has unlabelled rows."""
@@ -160,6 +184,15 @@ class TrainingData:
             )
         return out
 
+    def workers(self) -> int:
+        """``data.workers``, or when absent: none for data held in memory (a patch is a slice), else
+        up to two processes, one core left to training."""
+        if self.plan.data.workers is not None:
+            return self.plan.data.workers
+        if self.train_pairs.mode == "memory" and self.unlabeled_pairs.mode == "memory":
+            return 0
+        return max(1, min(2, (os.cpu_count() or 1) - 1))
+
     def loaders(self, start: int, rank: int, world: int, pin: bool) -> list[DataLoader]:
         n_l, n_u = batch_split(self.plan, world)
         return [
@@ -167,7 +200,7 @@ class TrainingData:
                 dataset,
                 batch_size=size // world,
                 sampler=StepSampler(start, self.plan.train.steps, size, rank, world),
-                num_workers=self.plan.data.workers,
+                num_workers=self.workers(),
                 worker_init_fn=_worker_init,
                 pin_memory=pin,
             )

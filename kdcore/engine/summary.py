@@ -58,6 +58,17 @@ def run_summary(trainer: Trainer, result: dict) -> dict[str, Any]:
         "measured_against": result["against"],
         "val_images": result["images"],
         "val_data": plan.val_data.to_spec(),
+        "degradation": plan.degradation,
+        "val_sets": {
+            name: {
+                "data": plan.val_sets[name].to_spec(),
+                "images": len(one["images"]),
+                "baseline": one["baseline"],
+                "teacher": one["teacher"],
+                "student": one["student"],
+            }
+            for name, one in result["sets"].items()
+        },
         "latency_input": list(probe.shape[-2:]),
         "device": str(trainer.device),
         "ema": plan.train.ema is not None,

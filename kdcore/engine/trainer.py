@@ -191,6 +191,7 @@ class Trainer:
         self.amp = t.amp == "bf16" or (t.amp == "auto" and self.device.type == "cuda")
         for note in self.run.notes:
             self.emit(Message(note))
+        self.emit(Message(self.data.describe()))
         for note, level in run_notes(plan, self.run, replaced=self.replaced):
             self.emit(Message(note, level=level))
         if self.run.teachers and (not plan.has_targets() or plan.unlabeled):
@@ -285,8 +286,13 @@ class Trainer:
         self.emit(event)
         self._window = getattr(self, "_window", [])
         self._window.append(event.seconds)
+        self._data_window = getattr(self, "_data_window", [])
+        self._data_window.append(event.data_seconds)
+        self.data_seconds = getattr(self, "data_seconds", 0.0) + event.data_seconds
+        self.step_seconds = getattr(self, "step_seconds", 0.0) + event.seconds
         if self.writer and (step % t.log_every == 0 or step == t.steps):
             rate = len(self._window) / max(sum(self._window), 1e-9)
+            waited = sum(self._data_window) / len(self._data_window)
             assert self.log is not None  # the writer has the metrics log
             self.log.log(
                 {
@@ -295,9 +301,11 @@ class Trainer:
                     **{f"loss/{k}": v for k, v in event.terms.items()},
                     "lr": event.lr,
                     "steps_per_second": rate,
+                    "data_seconds": waited,
                 }
             )
             self._window = []
+            self._data_window = []
             self._watch(event)
         if t.eval_every and step % t.eval_every == 0 and step != t.steps:
             if self.writer:
@@ -331,18 +339,29 @@ class Trainer:
     def evaluate(self, images_dir: Path | None = None) -> dict:
         """Metrics on the validation images, logged and emitted."""
         teacher = self.run.teacher_forward if self.run.teachers else None
-        result = evaluate(
-            self.eval_model(),
-            self.data.val_pairs,
-            self.plan.task,
-            self.device,
-            teacher_forward=teacher,
-            images_dir=images_dir,
-        )
+        sets = {
+            name: evaluate(
+                self.eval_model(),
+                pairs,
+                self.plan.task,
+                self.device,
+                teacher_forward=teacher,
+                images_dir=images_dir if i == 0 else None,  # comparison images of the first set
+                degradation=self.plan.degradation,
+            )
+            for i, (name, pairs) in enumerate(self.data.val_sets.items())
+        }
+        result = {**next(iter(sets.values())), "sets": sets}
         assert self.log is not None  # only the writer evaluates
-        self.log.log(
-            {"step": self.step_count, "eval": True, **{f"val/{k}": v for k, v in result["student"].items()}}
-        )
+        record = {
+            "step": self.step_count,
+            "eval": True,
+            **{f"val/{k}": v for k, v in result["student"].items()},
+        }
+        if len(sets) > 1:
+            for name, one in sets.items():
+                record.update({f"val/{name}/{k}": v for k, v in one["student"].items()})
+        self.log.log(record)
         self.emit(Evaluated(self.step_count, result))
         return result
 
@@ -377,11 +396,25 @@ class Trainer:
                     f"{cache['misses']} misses, {cache['entries']} images, {cache['bytes'] / 2**20:.1f} MiB"
                 )
             )
+        total, waited = getattr(self, "step_seconds", 0.0), getattr(self, "data_seconds", 0.0)
+        if total > 0:
+            self.emit(
+                Message(
+                    f"data wait: {waited:.1f} s of {total:.1f} s of training steps ({100 * waited / total:.1f}%)"
+                )
+            )
         save_weights(self.eval_model(), self.out / WEIGHTS)
         assert self.log is not None  # the writer has the metrics log
         self.log.close()
         summary = run_summary(self, result)
         summary["teacher_cache"] = cache
+        summary["data"] = {
+            "cache": self.data.train_pairs.mode,
+            "workers": self.data.workers(),
+            "train_images": len(self.data.train_pairs),
+            "data_seconds": waited,
+            "step_seconds": total,
+        }
         text = json.dumps(summary, indent=2) + "\n"
         atomic_write(self.out / "summary.json", lambda tmp: Path(tmp).write_text(text))
         self.checkpoint()

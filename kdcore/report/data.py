@@ -129,12 +129,18 @@ def headline_rows(summary: dict[str, Any] | None) -> list[dict[str, Any]]:
     if not summary:
         return []
     rows = []
+    sets = summary.get("val_sets") or {}
     for key, label in MODEL_ROWS:
         entry = summary.get(key)
         if not isinstance(entry, dict):
             continue
         rows.append(
             {
+                "sets": {
+                    name: (_number(block[key].get("psnr")), _number(block[key].get("ssim")))
+                    for name, block in sets.items()
+                    if isinstance(block.get(key), dict)
+                },
                 "key": key,
                 "label": label,
                 "name": _model_name(entry),
@@ -147,9 +153,24 @@ def headline_rows(summary: dict[str, Any] | None) -> list[dict[str, Any]]:
     return rows
 
 
+def val_set_names(summaries: list[dict[str, Any] | None]) -> list[str]:
+    """The validation sets the runs report, in order, when any run has more than one (else none:
+    the single set's figures are the headline columns)."""
+    found: dict[str, None] = {}
+    for summary in summaries:
+        found.update(dict.fromkeys((summary or {}).get("val_sets") or {}))
+    return list(found) if len(found) > 1 else []
+
+
 def kd_gain(summary: dict[str, Any] | None) -> float | None:
     """``kd_gain_db`` of summary.json (student PSNR minus the student trained alone), if present."""
     return _number((summary or {}).get("kd_gain_db"))
+
+
+def _degradation_words(summary: dict[str, Any]) -> str:
+    if summary.get("degradation", "torch-bicubic") == "matlab-bicubic":
+        return "MATLAB-style bicubic downscaling (imresize, as published SR results)"
+    return "PyTorch's antialiased bicubic downscaling"
 
 
 def convention(run: RunData) -> str:
@@ -163,13 +184,18 @@ def convention(run: RunData) -> str:
         text = (
             f"super-resolution ×{s}: PSNR and SSIM on the luma channel Y = 16 + 65.481·R + 128.553·G + "
             f"24.966·B (peak 255), both images rounded to 8 bits, {s} pixel{'s' if s != 1 else ''} cropped "
-            f"at every border; inputs made by antialiased bicubic downscaling; the mean over {images}."
+            f"at every border; inputs made by {_degradation_words(summary)}; the mean over {images}."
         )
     else:
         text = (
             "enhancement: PSNR and SSIM on RGB in [0, 1], both images rounded to 8 bits; "
             f"the mean over {images}."
         )
+    sets = summary.get("val_sets") or {}
+    if len(sets) > 1:
+        text = text.replace(f"the mean over {images}", "the mean over each validation set's images")
+        gains = [f"{name} {block['kd_gain_db']:+.2f} dB" for name, block in sets.items() if "kd_gain_db" in block]
+        text += f" Validation sets: {', '.join(sets)}" + (f"; KD gain per set: {', '.join(gains)}." if gains else ".")
     if summary.get("measured_against") == "teacher":
         text += " No ground truth: the scores measure agreement with the teacher's output."
     size = summary.get("latency_input")
