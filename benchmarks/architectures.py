@@ -3,8 +3,9 @@
     python benchmarks/architectures.py [--smoke] [--steps N] [--out DIR] [--markdown FILE]
 
 Per model: parameters; CPU latency (2 threads, min / median) on a 256×256 input and on a 960×540
-input (a 1920×1080 output); and PSNR / SSIM on ``builtin:photos-val`` ×2 after the same short
-training (L1 on ``builtin:photos``, no teacher). Run alone, it replaces its section of
+input (a 1920×1080 output); and PSNR / SSIM on Set5 and Set14 ×2 (MATLAB-style bicubic inputs, the
+papers' convention; the bicubic row beside the published one) after the same short training (L1 on
+``builtin:photos``, no teacher). Run alone, it replaces its section of
 BENCHMARKS.md (between the ``architectures`` markers); ``run_all.py`` calls it as one section.
 """
 
@@ -33,13 +34,17 @@ PARAMS: dict[str, dict] = {"hdrnet": {"net_input_size": 128, "spatial_bins": 8},
 CONFIGS: dict[str, dict[str, Any]] = {
     "full": {"models": MODELS, "sizes": {"256x256": (256, 256), "960x540": (540, 960)},
              "repeats": {"256x256": 2, "960x540": 1}, "warmup": {"256x256": 0, "960x540": 0},
-             "steps": 20, "data": {"train": "builtin:photos", "val": "builtin:photos-val",
+             "steps": 20, "data": {"train": "builtin:photos",
+                                    "val": {"Set5": "builtin:set5", "Set14": "builtin:set14"},
                                     "patch_size": 32, "batch_size": 4}},
     "smoke": {"models": ["hdrnet", "compact"], "sizes": {"32x32": (32, 32)},
               "repeats": {"32x32": 2}, "warmup": {"32x32": 1}, "steps": 2, "data": None},
 }
 
 START, END = "<!-- architectures:start -->", "<!-- architectures:end -->"
+
+#: the published bicubic ×2 rows (PSNR dB on Y, MATLAB imresize), beside kdcore's
+PUBLISHED_BICUBIC_X2 = {"Set5": 33.66, "Set14": 30.24}
 
 
 _log = common.log
@@ -83,7 +88,10 @@ def quality(models: list[str], data: dict, steps: int, runs: Path, out: dict[str
                 "output": str(runs / f"arch-{name}")}
         s = kdcore.run(spec, overwrite=True)
         out[name] = {"psnr": s["student"]["psnr"], "ssim": s["student"]["ssim"], "seconds": s["seconds"],
-                     "baseline_psnr": s["baseline"]["psnr"]}
+                     "baseline_psnr": s["baseline"]["psnr"],
+                     "sets": {k: {"psnr": v["student"]["psnr"], "ssim": v["student"]["ssim"],
+                                  "baseline_psnr": v["baseline"]["psnr"], "baseline_ssim": v["baseline"]["ssim"]}
+                              for k, v in s.get("val_sets", {}).items()}}
         save()
 
 
@@ -121,11 +129,21 @@ def measure(cfg: dict[str, Any], runs: Path, data: dict | None = None, log=_log,
 def markdown(r: dict[str, Any]) -> str:
     """The BENCHMARKS.md section, between markers so that a later run can replace it."""
     labels = list(r["sizes"])
+    first = next(iter(r["quality"].values()), {})
+    sets = list(first.get("sets") or {}) or ["val"]
     head = "| model | params | " + " | ".join(
         f"{label} input, ms" + (" (1080p out)" if label == "960x540" else "") for label in labels
-    ) + " | PSNR dB | SSIM |"
-    rows = [head, "|" + "---|" * (4 + len(labels))]
-    base = next(iter(r["quality"].values()))["baseline_psnr"] if r["quality"] else None
+    ) + " | " + " | ".join(f"{n} PSNR dB | {n} SSIM" for n in sets) + " |"
+    rows = [head, "|" + "---|" * (2 + len(labels) + 2 * len(sets))]
+    base = first.get("baseline_psnr")
+    if first.get("sets"):
+        cells = ["bicubic (published)", "0"] + ["-"] * len(labels)
+        for n in sets:
+            v = first["sets"][n]
+            published = PUBLISHED_BICUBIC_X2.get(n)
+            cells += [f"{v['baseline_psnr']:.2f}" + (f" ({published:.2f})" if published else ""),
+                      f"{v['baseline_ssim']:.4f}"]
+        rows.append("| " + " | ".join(cells) + " |")
     for name in r["models"]:
         cells = [f"`{name}`", f"{r['params'][name]:,}"]
         for label in labels:
@@ -137,7 +155,9 @@ def markdown(r: dict[str, Any]) -> str:
             else:
                 cells.append(f"{t['min_ms']:,.0f} / {t['median_ms']:,.0f}")
         q = r["quality"].get(name)
-        cells += [f"{q['psnr']:.2f}", f"{q['ssim']:.4f}"] if q else ["-", "-"]
+        for n in sets:
+            v = (q.get("sets") or {}).get(n, q) if q else None
+            cells += [f"{v['psnr']:.2f}", f"{v['ssim']:.4f}"] if v else ["-", "-"]
         rows.append("| " + " | ".join(cells) + " |")
     d = r["data"]
     runs = ", ".join(f"{label}: {r['repeats'][label]} run{'s' if r['repeats'][label] > 1 else ''}"
@@ -151,10 +171,13 @@ def markdown(r: dict[str, Any]) -> str:
            if r["loadavg"] and r["loadavg"][0] > r["threads"] + 0.5 else
            " (this benchmark's own 2 threads; without a warm-up run the first call of a model, which includes "
            "one-time set-up such as hdrnet's kernel compilation, shows in the median). ")
-        + f"PSNR / SSIM (Y channel, the SR convention) on `{d['val']}` after **only {r['steps']} steps** of L1 "
+        + f"PSNR / SSIM (Y channel, the SR convention, MATLAB-style bicubic inputs) on "
+        f"{', '.join(f'`{v}`' for v in (d['val'].values() if isinstance(d['val'], dict) else [d['val']]))} "
+        f"after **only {r['steps']} steps** of L1 "
         f"training on `{d['train']}` (patch {d['patch_size']}, batch {d['batch_size']}, lr 5e-4, seed 0, no "
         "teacher): a short, equal budget that shows how fast each starts to learn, not what it reaches"
-        + (f"; bicubic gives {base:.2f} dB." if base is not None else ".")
+        + (f"; bicubic gives {base:.2f} dB (first row: kdcore's bicubic, the published value in brackets)."
+           if base is not None else ".")
     )
     missing = [f"{label} latency of {', '.join(n for n in r['models'] if n not in r['latency'].get(label, {}))}"
                for label in labels if any(n not in r["latency"].get(label, {}) for n in r["models"])]
