@@ -50,15 +50,20 @@ def _traced_pad_to(x: torch.Tensor, req: SizeRequirements) -> torch.Tensor:
         th = tw = torch.maximum(th, tw)
     pad_h, pad_w = th - h, tw - w
     rh, rw = torch.minimum(pad_h, h - 1), torch.minimum(pad_w, w - 1)
-    x = F.pad(x, (0, rw, 0, rh), mode="reflect")
-    return F.pad(x, (0, pad_w - rw, 0, pad_h - rh), mode="replicate")
+    x = F.pad(x, _pads(rw, rh), mode="reflect")
+    return F.pad(x, _pads(pad_w - rw, pad_h - rh), mode="replicate")
 
 
 def _traced_pad_to_multiple(x: torch.Tensor, inner: InnerPadding) -> torch.Tensor:
     """An architecture's own ``pad_to_multiple`` (window padding) as graph operations."""
     m, mode = inner
     h, w = _traced_sizes(x)
-    return F.pad(x, (0, (m - w % m) % m, 0, (m - h % m) % m), mode=mode)
+    return F.pad(x, _pads((m - w % m) % m, (m - h % m) % m), mode=mode)
+
+
+def _pads(right: torch.Tensor, bottom: torch.Tensor) -> list[int]:
+    """``F.pad``'s amounts; traced 0-d tensors, which the exporter writes as dynamic pads."""
+    return cast(list[int], [0, right, 0, bottom])
 
 
 def run_sized(

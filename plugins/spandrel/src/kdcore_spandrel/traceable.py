@@ -10,11 +10,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from spandrel.architectures.SAFMN import SAFMN
 from spandrel.architectures.SwinIR.__arch.SwinIR import SwinTransformerBlock
 
 
-def _safm(safm: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _safm(safm: Any, x: torch.Tensor) -> torch.Tensor:
     """SAFM (spatially-adaptive feature modulation) on an input whose sides are multiples of
     ``2 ** (n_levels - 1)``: there ``adaptive_max_pool2d`` to ``(h // k, w // k)`` is a k×k max
     pooling, and nearest upsampling back to ``(h, w)`` is nearest upsampling by k."""
@@ -27,8 +26,8 @@ def _safm(safm: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return safm.act(safm.aggr(torch.cat(out, dim=1))) * x
 
 
-def safmn_forward(model: SAFMN, x: torch.Tensor) -> torch.Tensor:
-    """``SAFMN.forward`` for inputs padded to a multiple of 8 (the architecture's size requirement)."""
+def safmn_forward(model: Any, x: torch.Tensor) -> torch.Tensor:
+    """``SAFMN.forward`` (``model``: a SAFMN) for inputs padded to a multiple of 8 (the architecture's size requirement)."""
     feat = model.to_feat(x)
     y = feat
     for block in model.feats:
@@ -65,7 +64,7 @@ def _shifted_window_mask(h: Any, w: Any, ws: int, shift: int, like: torch.Tensor
     return torch.zeros_like(diff).masked_fill(diff != 0, -100.0)
 
 
-def _swin_block_forward(block: torch.nn.Module, x: torch.Tensor, x_size: Any) -> torch.Tensor:
+def _swin_block_forward(block: Any, x: torch.Tensor, x_size: Any) -> torch.Tensor:
     """SwinTransformerBlock.forward with sizes kept dynamic. At sizes other than the block's
     ``input_resolution`` spandrel computes the shifted-window mask even for unshifted blocks,
     where it is all zeros: no mask is the same."""
@@ -93,7 +92,7 @@ def traceable_swin_blocks(model: torch.nn.Module) -> Iterator[None]:
     blocks = [m for m in model.modules() if isinstance(m, SwinTransformerBlock)]
     try:
         for block in blocks:
-            block.forward = functools.partial(_swin_block_forward, block)  # type: ignore[method-assign]
+            block.forward = functools.partial(_swin_block_forward, block)
         yield
     finally:
         for block in blocks:
