@@ -690,7 +690,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="the student alone as ONNX, verified in onnxruntime against PyTorch")
     p.add_argument("run_dir")
-    p.add_argument("-o", "--output", metavar="FILE", help="the ONNX file (default: RUN_DIR/model.onnx)")
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="the ONNX file (default: RUN_DIR/model.onnx; model.fp16.onnx, model.int8.onnx)",
+    )
     p.add_argument("--format", choices=["onnx"], default="onnx")
     p.add_argument("--opset", type=int, default=17, metavar="N", help="ONNX opset (default 17)")
     p.add_argument(

@@ -351,7 +351,7 @@ def export_student(
                     f"student {label}: the {label_precision} model loses {drop:.3f} dB PSNR "
                     f"({cost['psnr_fp32_db']:.2f} -> {cost['psnr_db']:.2f} dB on {cost['images']} "
                     f"validation images), more than --max-drop {max_drop:g} dB (nothing written); "
-                    "raise --max-drop or keep fp32"
+                    "keep fp32, or accept the drop with a larger --max-drop"
                 )
             report.update(
                 {
