@@ -5,7 +5,7 @@
 Models: ``hdrnet`` and ``deformable-hdrnet`` (default params, random weights: latency does not
 depend on the values) and two spandrel architectures built directly from ``spandrel.architectures``
 at small configs (SPAN with 16 feature channels, SRVGGNetCompact with 16 features and 4 convs).
-Each model is exported with ``kdcore.export.export_student`` (so every timed ONNX model has
+Each model is exported with ``kdcore.onnx.export_student`` (so every timed ONNX model has
 passed the verification), then PyTorch (``torch.inference_mode()``) and onnxruntime are timed
 interleaved in one process at 512×512 and 1080p (enhance, ×1) and ×2 to 1080p (960×540 input).
 
@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-# Both runtimes wait passively between parallel regions (onnxruntime: no spinning, see kdcore.export):
+# Both runtimes wait passively between parallel regions (onnxruntime: no spinning, see kdcore.onnx.runtime):
 # on a shared machine PyTorch's spinning OpenMP threads cost it several times its compute time.
 # Set only when this script starts the process (run_all imports torch before; importers keep their env).
 if __name__ == "__main__":
@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 
 import kdcore
-from kdcore.export import ExportError, export_student, load_onnx
+from kdcore.onnx import ExportError, export_student, load_onnx
 
 #: (label, input (height, width), scale)
 CASES: list[tuple[str, tuple[int, int], int]] = [

@@ -4,12 +4,14 @@ The public surface is the names in ``__all__`` and these documented submodules:
 ``kdcore.interfaces`` (base classes), ``kdcore.errors``, ``kdcore.data`` (image I/O, SR
 resampling, data sources), ``kdcore.metrics`` (PSNR/SSIM with the SR conventions),
 ``kdcore.plan`` (RunPlan), ``kdcore.engine.events`` (what training callbacks receive),
-``kdcore.engine.evaluate`` (whole-image evaluation) and ``kdcore.testing`` (pytest helpers for
-plugin authors). Every other module, and every name with a leading underscore, is internal.
+``kdcore.engine.evaluate`` (whole-image evaluation), ``kdcore.onnx`` (ONNX export of a built
+student, fp16/int8, the onnxruntime backend) and ``kdcore.testing`` (pytest helpers for plugin
+authors). Every other module, and every name with a leading underscore, is internal.
 """
 
 from __future__ import annotations
 
+from kdcore._version import __version__
 from kdcore.errors import KdcoreError, SpecError
 from kdcore.hookspecs import hookimpl
 from kdcore.interfaces import (
@@ -24,8 +26,6 @@ from kdcore.interfaces import (
     Teacher,
     as_output,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "KIND_TABLE",
@@ -52,7 +52,7 @@ __all__ = [
     "validate",
 ]
 
-_API = {"run", "validate", "create", "load", "list_components"}
+_API = {"run", "validate", "create", "load", "list_components", "export"}
 
 
 def __getattr__(name: str):
@@ -70,10 +70,4 @@ def __getattr__(name: str):
         import importlib
 
         return importlib.import_module("kdcore.report")
-    if name == "export":
-        # kdcore.export is both the module and, called, the function export(run_dir, path, **options):
-        # importing the submodule binds its name on the package, so the module itself is callable.
-        import kdcore.export
-
-        return kdcore.export
     raise AttributeError(f"module 'kdcore' has no attribute {name!r}")

@@ -97,7 +97,7 @@ def format_table(summary: dict) -> str:
         rows.append((*cells, params, latency))
     blocks = [summary[k] for k in keys[1:]]
     if any("onnx_latency_ms" in block for block in blocks):
-        # onnxruntime latency of the exported model (kdcore.export.onnx_latency_ms), next to PyTorch's
+        # onnxruntime latency of the exported model (kdcore.onnx.onnx_latency_ms), next to PyTorch's
         extra = ["onnxruntime ms", "-"] + [_fmt(block.get("onnx_latency_ms"), 1) for block in blocks]
         rows = [(*r, e) for r, e in zip(rows, extra, strict=True)]
     lines = _rows_table(rows)
@@ -497,7 +497,7 @@ def _eval_model(args, run_dir: Path):
     from kdcore import api
 
     if args.onnx or args.backend == "onnxruntime":
-        from kdcore.export import DEFAULT_FILE, load_onnx
+        from kdcore.onnx import DEFAULT_FILE, load_onnx
 
         if not (run_dir / "spec.json").is_file():
             raise SpecError(f"{run_dir}: not a kdcore run folder (no spec.json)")
@@ -517,7 +517,7 @@ def _enhance_model(args):
     source = Path(args.run_dir)
     is_onnx_file = source.suffix.lower() == ".onnx"
     if is_onnx_file or args.backend == "onnxruntime":
-        from kdcore.export import DEFAULT_FILE, load_onnx
+        from kdcore.onnx import DEFAULT_FILE, load_onnx
 
         path = source if is_onnx_file else source / DEFAULT_FILE
         if not is_onnx_file and not path.is_file():
@@ -531,29 +531,40 @@ def _enhance_model(args):
 
 
 def _cmd_export(args) -> int:
-    from kdcore.export import export
+    from kdcore import api
 
-    options: dict[str, Any] = {
-        "format": args.format,
-        "opset": args.opset,
-        "tolerance": args.tolerance,
-        "exporter": args.exporter,
-        "int8": args.int8,
-    }
-    report = export(args.run_dir, args.output, **options)
+    if args.int8:
+        print("warning: --int8 is deprecated; it means --quantize int8", file=sys.stderr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # said above, in the CLI's words
+        report = api.export(
+            args.run_dir,
+            args.output,
+            format=args.format,
+            opset=args.opset,
+            tolerance=args.tolerance,
+            exporter=args.exporter,
+            dtype=args.dtype,
+            quantize=args.quantize,
+            max_drop=args.max_drop,
+            int8=args.int8,
+        )
     for row in report["verification"]:
         psnr = "identical" if row["psnr_db"] is None else f"PSNR {row['psnr_db']:.1f} dB"
         print(
-            f"verified {row['batch']}×3×{row['size'][0]}×{row['size'][1]}: "
+            f"verified fp32 {row['batch']}×3×{row['size'][0]}×{row['size'][1]}: "
             f"max abs difference {row['max_abs_diff']:.2e}, {psnr} (tolerance {report['tolerance']:g})"
         )
-    if "int8" in report:
-        q = report["int8"]
-        psnr = "-" if q["min_psnr_db_vs_float"] is None else f"{q['min_psnr_db_vs_float']:.1f} dB"
-        print(f"int8: {q['file']} ({q['bytes'] / 1e6:.2f} MB), PSNR vs float {psnr}")
+    if "psnr_drop_db" in report:
+        print(
+            f"{report['precision']}: PSNR {report['psnr_db']:.2f} dB against {report['psnr_fp32_db']:.2f} dB "
+            f"in fp32 on {len(report['precision_verification'])} validation images: "
+            f"drop {report['psnr_drop_db']:.3f} dB (--max-drop {report['max_drop_db']:g})"
+        )
+    latency = f", {report['latency_ms']:.1f} ms in onnxruntime" if "latency_ms" in report else ""
     print(
-        f"wrote {report['file']} ({report['bytes'] / 1e6:.2f} MB, opset {report['opset']}) and "
-        f"{Path(report['run_dir']) / 'export.json'}"
+        f"wrote {report['file']} ({report['precision']}, {report['bytes'] / 1e6:.2f} MB, opset {report['opset']}"
+        f"{latency}) and {Path(report['run_dir']) / 'export.json'}"
     )
     return 0
 
@@ -732,7 +743,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="the student alone as ONNX, verified in onnxruntime against PyTorch")
     p.add_argument("run_dir")
-    p.add_argument("-o", "--output", metavar="FILE", help="the ONNX file (default: RUN_DIR/model.onnx)")
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="the ONNX file (default: RUN_DIR/model.onnx; model.fp16.onnx, model.int8.onnx)",
+    )
     p.add_argument("--format", choices=["onnx"], default="onnx")
     p.add_argument("--opset", type=int, default=17, metavar="N", help="ONNX opset (default 17)")
     p.add_argument(
@@ -748,10 +764,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch.onnx exporter (default torchscript: see the README's Export section)",
     )
     p.add_argument(
-        "--int8",
-        action="store_true",
-        help="also write MODEL.int8.onnx (onnxruntime dynamic int8) and its PSNR against the float model",
+        "--dtype",
+        choices=["fp32", "fp16"],
+        default="fp32",
+        help="fp16: weights and computation in fp16 (RUN_DIR/model.fp16.onnx), verified by its PSNR drop",
     )
+    p.add_argument(
+        "--quantize",
+        choices=["int8"],
+        help="int8: onnxruntime static quantisation calibrated on the run's training images "
+        "(RUN_DIR/model.int8.onnx), verified by its PSNR drop",
+    )
+    p.add_argument(
+        "--max-drop",
+        type=float,
+        default=0.1,
+        metavar="DB",
+        help="largest PSNR drop (dB) of --dtype fp16 / --quantize int8 on the validation images "
+        "against the fp32 student (default 0.1); beyond it nothing is written (exit 1)",
+    )
+    p.add_argument("--int8", action="store_true", help="deprecated: the same as --quantize int8")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser(

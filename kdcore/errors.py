@@ -10,12 +10,19 @@ from contextvars import ContextVar
 #: command line sets "cli"
 SPELLING: ContextVar[str] = ContextVar("kdcore_spelling", default="python")
 
+#: after an option: ": " or " " before its value (a number, a quoted or a known value), dropped
+_VALUE = r"(?::? (?=[\d'\"-]|fp|int|torch|dynamo|onnx)|:)?"
+
 _CLI_TO_PYTHON: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
     (re.compile(r"`?kdcore run SPEC --resume`?"), "kdcore.run(spec, resume=True)"),
     (re.compile(r"--overwrite\b"), "overwrite=True"),
     (re.compile(r"--resume\b"), "resume=True"),
     (re.compile(r"--seeds\b"), "seeds="),
     (re.compile(r"--set ([\w.]+)"), lambda m: m.group(1).replace(".", "__") + "="),
+    # kdcore export's options (kdcore.export keywords)
+    (re.compile(rf"--(dtype|quantize|opset|tolerance|exporter|format)\b{_VALUE}"), r"\1="),
+    (re.compile(rf"--max-drop\b{_VALUE}"), "max_drop="),
+    (re.compile(r"--int8\b"), "int8=True"),
 ]
 
 

@@ -64,8 +64,8 @@ def inspect_model(
 ) -> list[ModuleInfo]:
     """Builds ``kind`` (student or teacher) ``name`` and reports each named module's output shape
     for a 1×3×H×W sample input (``size`` is H, W); modules in the order they first ran."""
-    from kdcore.api import create
     from kdcore.engine.checkpoints import load_weights, weights_path
+    from kdcore.plan import create_component as create
 
     kind = {"students": "student", "teachers": "teacher"}.get(kind, kind)
     if kind not in ("student", "teacher"):

@@ -16,7 +16,7 @@ from typing import Any, cast
 import pydantic
 import torch
 
-import kdcore
+from kdcore._version import __version__
 from kdcore.data.sources import DataSource, UnlabeledSource, source_from_spec
 from kdcore.errors import ComponentError, KdcoreError, SpecError
 from kdcore.interfaces import Task, Teacher
@@ -60,6 +60,23 @@ def build_component(
     if reg.kind == "adapter":
         return reg.cls(params, kwargs["in_channels"], kwargs["out_channels"])
     return reg.cls(params)
+
+
+def create_component(
+    kind: str, name: str, params: dict | None = None, task: Task | None = None, **kwargs: Any
+) -> torch.nn.Module:
+    """A registered component built by name (what :func:`kdcore.create` does); ``task``
+    defaults to sr ×2, adapters need ``in_channels`` and ``out_channels``."""
+    from kdcore.plugins import get_registry
+    from kdcore.registry import PLURAL, SINGULAR
+
+    kind = SINGULAR.get(kind, kind)
+    if kind not in PLURAL:
+        raise SpecError(f"kind must be one of {', '.join(PLURAL)}, not {kind!r}")
+    if kind == "adapter" and not {"in_channels", "out_channels"} <= kwargs.keys():
+        raise SpecError("create('adapter', ...) needs in_channels= and out_channels=")
+    reg = get_registry().lookup(kind, name)
+    return build_component(reg, params, task if task is not None else Task(kind="sr", scale=2), **kwargs)
 
 
 def validate_params(reg: Registration, params: dict | None, where: str = "") -> pydantic.BaseModel:
@@ -177,7 +194,7 @@ class RunPlan:
             for part in comp.where.replace("[", ".").replace("]", "").split("."):
                 node = node[int(part)] if part.isdigit() else node[part]
             node["params"] = comp.params.model_dump(mode="json")
-        used = {"kdcore": kdcore.__version__}
+        used = {"kdcore": __version__}
         for comp in self.components():
             used[comp.registration.distribution] = comp.registration.version
         data["plugins"] = dict(sorted(used.items()))

@@ -111,7 +111,7 @@ def _check_requirements(ep: md.EntryPoint) -> None:
     """A plugin built for another kdcore version fails to load, saying which version it needs."""
     from packaging.requirements import InvalidRequirement, Requirement
 
-    import kdcore
+    from kdcore._version import __version__
 
     for line in (ep.dist.requires or []) if ep.dist is not None else []:
         try:
@@ -122,10 +122,10 @@ def _check_requirements(ep: md.EntryPoint) -> None:
             req.name.lower() == "kdcore"
             and not req.marker
             and req.specifier
-            and not req.specifier.contains(kdcore.__version__, prereleases=True)
+            and not req.specifier.contains(__version__, prereleases=True)
         ):
             raise PluginError(
-                f"needs kdcore{req.specifier}, but kdcore {kdcore.__version__} is installed; "
+                f"needs kdcore{req.specifier}, but kdcore {__version__} is installed; "
                 "upgrade kdcore or install a release of the plugin made for this version"
             )
 
@@ -151,9 +151,9 @@ def load_plugins(entry_points: list[md.EntryPoint] | None = None) -> PluginSet:
     manager = pluggy.PluginManager(GROUP)
     manager.add_hookspecs(hookspecs)
     pset = PluginSet(manager, Registry(), [])
-    import kdcore
+    from kdcore._version import __version__
 
-    pset.records.append(_add(pset, builtins, CORE_PLUGIN, "kdcore", kdcore.__version__))
+    pset.records.append(_add(pset, builtins, CORE_PLUGIN, "kdcore", __version__))
 
     allow = _env_names("KDCORE_LOAD_PLUGINS")
     deny = _env_names("KDCORE_DISABLE_PLUGINS") or set()

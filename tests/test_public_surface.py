@@ -92,3 +92,50 @@ def test_scaffold_templates_are_files():
     scaffold = (ROOT / "kdcore" / "scaffold.py").read_text(encoding="utf-8")
     assert "'''" not in scaffold and len(scaffold.splitlines()) < 200
     assert (ROOT / "kdcore" / "templates" / "new-plugin" / "loss" / "plugin.py.tmpl").is_file()
+
+
+def test_export_is_the_api_function_and_onnx_names_are_importable():
+    import kdcore.onnx
+    from kdcore import api
+
+    assert kdcore.export is api.export and callable(kdcore.export)
+    for name in ("export_student", "load_onnx", "OnnxStudent", "onnx_latency_ms", "ExportError", "compare"):
+        assert getattr(kdcore.onnx, name) is not None, name
+    assert not (ROOT / "kdcore" / "export.py").exists()
+
+
+def _kdcore_imports(path: Path) -> list[tuple[int, str]]:
+    """(line, module) of every kdcore import in a file; ``from kdcore import x`` as ``kdcore.x``."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names if a.name.split(".")[0] == "kdcore"]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "kdcore":
+            if node.module == "kdcore":
+                out += [(node.lineno, f"kdcore.{a.name}") for a in node.names]
+            else:
+                out.append((node.lineno, node.module))
+    return out
+
+
+def test_no_module_imports_up_the_layers():
+    """Only the package's re-exports and the command line (the top) import the API or the bare
+    package; the engine reaches ONNX only through the runtime's latency helper."""
+    top = {"__init__.py", "__main__.py", "cli.py"}
+    submodules = {p.stem for p in (ROOT / "kdcore").iterdir() if p.suffix == ".py" or (p / "__init__.py").exists()}
+    upward = []
+    for path in sorted((ROOT / "kdcore").rglob("*.py")):
+        if path.parent == ROOT / "kdcore" and path.name in top:
+            continue
+        for line, module in _kdcore_imports(path):
+            parts = module.split(".")
+            if module == "kdcore" or parts[1] == "api" or parts[1] not in submodules:
+                upward.append(f"{path.relative_to(ROOT)}:{line}: {module}")
+    assert upward == []
+    engine_onnx = {
+        module
+        for path in (ROOT / "kdcore" / "engine").glob("*.py")
+        for _, module in _kdcore_imports(path)
+        if module.startswith("kdcore.onnx")
+    }
+    assert engine_onnx <= {"kdcore.onnx.runtime"}

@@ -91,7 +91,7 @@ def run_summary(trainer: Trainer, result: dict) -> dict[str, Any]:
 def _onnx_latency(model: torch.nn.Module, probe: torch.Tensor) -> float | None:
     """The student's onnxruntime latency (``train.onnx_latency``), None where it cannot be exported."""
     from kdcore.errors import KdcoreError
-    from kdcore.export import onnx_latency_ms
+    from kdcore.onnx.runtime import onnx_latency_ms
 
     try:
         return onnx_latency_ms(model, probe.cpu(), threads=torch.get_num_threads())

@@ -194,8 +194,12 @@ def convention(run: RunData) -> str:
     sets = summary.get("val_sets") or {}
     if len(sets) > 1:
         text = text.replace(f"the mean over {images}", "the mean over each validation set's images")
-        gains = [f"{name} {block['kd_gain_db']:+.2f} dB" for name, block in sets.items() if "kd_gain_db" in block]
-        text += f" Validation sets: {', '.join(sets)}" + (f"; KD gain per set: {', '.join(gains)}." if gains else ".")
+        gains = [
+            f"{name} {block['kd_gain_db']:+.2f} dB" for name, block in sets.items() if "kd_gain_db" in block
+        ]
+        text += f" Validation sets: {', '.join(sets)}" + (
+            f"; KD gain per set: {', '.join(gains)}." if gains else "."
+        )
     if summary.get("measured_against") == "teacher":
         text += " No ground truth: the scores measure agreement with the teacher's output."
     size = summary.get("latency_input")

@@ -19,7 +19,7 @@ import jinja2
 import numpy as np
 from PIL import Image
 
-import kdcore
+from kdcore._version import __version__
 from kdcore.errors import SpecError
 from kdcore.report.data import (
     RunData,
@@ -28,10 +28,10 @@ from kdcore.report.data import (
     expand_run_folders,
     headline_rows,
     kd_gain,
-    val_set_names,
     load_run,
     plugin_versions,
     unique_labels,
+    val_set_names,
 )
 from kdcore.report.panels import (
     IMAGES_DIR,
@@ -424,7 +424,7 @@ def render(runs: list[RunData], *, max_images: int = MAX_IMAGES, max_side: int =
         hidden=len(names) - len(views),
         per_image=_per_image_table(runs, names, views),
         plots=_plots(runs),
-        version=kdcore.__version__,
+        version=__version__,
         max_side=max_side,
         crop_side=CROP_SIDE,
     )

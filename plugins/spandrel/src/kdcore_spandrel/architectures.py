@@ -29,7 +29,8 @@ from kdcore.errors import CheckpointError, SpecError
 from kdcore.interfaces import Params, Student, Task, Teacher
 from kdcore_spandrel.edsr import EDSR
 from kdcore_spandrel.loading import arch_name, load_descriptor
-from kdcore_spandrel.sizing import run_sized
+from kdcore_spandrel.sizing import InnerPadding, run_sized
+from kdcore_spandrel.traceable import safmn_forward, traceable_swin_blocks
 
 
 class _ArchModel:
@@ -55,13 +56,31 @@ class _ArchModel:
         """The architecture's constructor arguments for ``params`` and ``task``."""
         raise NotImplementedError
 
+    def inner_padding(self) -> InnerPadding | None:
+        """The padding the architecture applies itself (to its window), which ONNX export writes
+        into the graph on dynamic sizes; None where it pads nothing."""
+        return None
+
+    def traced_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The architecture's forward while traced for ONNX export (the same computation)."""
+        return self.arch_cls.forward(self, x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """B×3×h×w in [0, 1] -> B×3×(h·s)×(w·s); clamped to [0, 1] in eval mode (training sees the raw output)."""
 
         def net(t: torch.Tensor) -> torch.Tensor:
+            if torch.jit.is_tracing():
+                return self.traced_forward(t)
             return self.arch_cls.forward(self, t)
 
-        return run_sized(net, x, self.task.scale, self.size_requirements, clamp=not self.training)  # type: ignore[attr-defined]
+        return run_sized(
+            net,
+            x,
+            self.task.scale,
+            self.size_requirements,
+            clamp=not self.training,  # type: ignore[attr-defined]
+            inner=self.inner_padding(),
+        )
 
 
 class _ArchTeacher(_ArchModel):
@@ -251,6 +270,16 @@ class _SwinIR(_ArchModel):
             "in_chans": 3,
         }
 
+    def inner_padding(self) -> InnerPadding | None:
+        # SwinIR.check_image_size: reflect to a multiple of the window
+        return (self.window_size, "reflect")  # type: ignore[attr-defined]
+
+    def traced_forward(self, x: torch.Tensor) -> torch.Tensor:
+        # spandrel's window_reverse freezes the batch size (int(...)) and its mask is built by
+        # slice assignments: the blocks run a dynamic-size version of the same computation
+        with traceable_swin_blocks(cast(torch.nn.Module, self)):
+            return self.arch_cls.forward(self, x)
+
 
 class SwinIRStudent(_SwinIR, Student, SwinIR):
     """SwinIR (Liang et al. 2021); default SwinIR-lightweight. Blocks under ``layers.N`` emit tokens
@@ -405,6 +434,11 @@ class _SAFMN(_ArchModel):
             "upscaling_factor": task.scale,
         }
 
+    def traced_forward(self, x: torch.Tensor) -> torch.Tensor:
+        # adaptive pooling to a size computed from the input does not export; on inputs padded
+        # to a multiple of 8 it is a fixed max pooling
+        return safmn_forward(cast(SAFMN, self), x)
+
 
 class SAFMNStudent(_SAFMN, Student, SAFMN):
     """SAFMN (Sun et al. 2023), spatially-adaptive feature modulation."""
@@ -443,6 +477,10 @@ class _OmniSR(_ArchModel):
             "pe": True,
             "bias": True,
         }
+
+    def inner_padding(self) -> InnerPadding | None:
+        # OmniSR.check_image_size: zeros to a multiple of the window
+        return (self.window_size, "constant")  # type: ignore[attr-defined]
 
 
 class OmniSRStudent(_OmniSR, Student, OmniSR):
