@@ -55,7 +55,7 @@ def _weights(in_len: int, out_len: int, scale: float) -> tuple[np.ndarray, np.nd
     x = np.arange(1, out_len + 1, dtype=np.float64)
     u = x / scale + 0.5 * (1 - 1 / scale)
     left = np.floor(u - width / 2)
-    taps = int(math.ceil(width)) + 2
+    taps = math.ceil(width) + 2
     idx = left[:, None] + np.arange(taps)[None, :]  # 1-based
     dist = u[:, None] - idx
     w = scale * _cubic(dist * scale) if scale < 1 else _cubic(dist)
@@ -73,7 +73,7 @@ def imresize(img: np.ndarray, scale: float) -> np.ndarray:
     Rows first, then columns (MATLAB's order for equal scales), in float64, rounded once at the end.
     """
     h, w = img.shape[:2]
-    out_h, out_w = int(math.ceil(h * scale)), int(math.ceil(w * scale))
+    out_h, out_w = math.ceil(h * scale), math.ceil(w * scale)
     x = img.astype(np.float64)
     idx, wt = _weights(h, out_h, scale)
     x = np.einsum("ok,okwc->owc", wt, x[idx])
@@ -109,14 +109,21 @@ def run_model(model: torch.nn.Module, lr: np.ndarray, multiple: int) -> np.ndarr
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--checkpoint", type=Path, default=common.ROOT / "weights" / "craft_x4.pth")
-    parser.add_argument("--data", type=Path, default=Path("/work/shared/data"),
-                        help="folder holding Set5/ and Set14/ (PNG)")
+    parser.add_argument(
+        "--data", type=Path, default=Path("/work/shared/data"), help="folder holding Set5/ and Set14/ (PNG)"
+    )
     parser.add_argument("--sets", nargs="+", default=["Set5", "Set14"])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--pad", choices=["none", "reflect"], default="none",
-                        help="none: the network's own padding; reflect: first pad to spandrel's multiple_of")
+    parser.add_argument(
+        "--pad",
+        choices=["none", "reflect"],
+        default="none",
+        help="none: the network's own padding; reflect: first pad to spandrel's multiple_of",
+    )
     parser.add_argument("--out", type=Path, default=common.HERE / "results" / "craft_teacher_psnr.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -125,11 +132,18 @@ def main(argv: list[str] | None = None) -> int:
     model = desc.model.eval()
     assert desc.scale == SCALE, desc.scale
     multiple = desc.size_requirements.multiple_of if args.pad == "reflect" else 1
-    common.log(f"{desc.architecture.name} ×{desc.scale}, {sum(p.numel() for p in model.parameters()):,} parameters")
+    common.log(
+        f"{desc.architecture.name} ×{desc.scale}, {sum(p.numel() for p in model.parameters()):,} parameters"
+    )
 
-    results: dict = {"machine": common.machine_info(args.threads), "checkpoint": str(args.checkpoint.name),
-                     "protocol": "MATLAB-style bicubic LR (a=-0.5, antialiased), 8-bit LR and output, "
-                                 "Y channel (BT.601), 4 px shaved", "pad": args.pad, "sets": {}}
+    results: dict = {
+        "machine": common.machine_info(args.threads),
+        "checkpoint": str(args.checkpoint.name),
+        "protocol": "MATLAB-style bicubic LR (a=-0.5, antialiased), 8-bit LR and output, "
+        "Y channel (BT.601), 4 px shaved",
+        "pad": args.pad,
+        "sets": {},
+    }
     for name in args.sets:
         rows = []
         for path in sorted((args.data / name).glob("*.png")):
@@ -140,20 +154,32 @@ def main(argv: list[str] | None = None) -> int:
             start = time.process_time(), time.perf_counter()
             sr = run_model(model, lr, multiple)
             cpu, wall = time.process_time() - start[0], time.perf_counter() - start[1]
-            row = {"image": path.stem, "lr": list(lr.shape[:2]), "bicubic": psnr_y(bic, hr),
-                   "teacher": psnr_y(sr, hr), "cpu_s": cpu, "wall_s": wall,
-                   "wall_us_per_input_px": 1e6 * wall / (lr.shape[0] * lr.shape[1])}
-            common.log(f"{name}/{path.stem}: LR {lr.shape[1]}×{lr.shape[0]}, bicubic {row['bicubic']:.2f} dB, "
-                       f"teacher {row['teacher']:.2f} dB, {wall:.2f} s wall ({cpu:.2f} s CPU)")
+            row = {
+                "image": path.stem,
+                "lr": list(lr.shape[:2]),
+                "bicubic": psnr_y(bic, hr),
+                "teacher": psnr_y(sr, hr),
+                "cpu_s": cpu,
+                "wall_s": wall,
+                "wall_us_per_input_px": 1e6 * wall / (lr.shape[0] * lr.shape[1]),
+            }
+            common.log(
+                f"{name}/{path.stem}: LR {lr.shape[1]}×{lr.shape[0]}, bicubic {row['bicubic']:.2f} dB, "
+                f"teacher {row['teacher']:.2f} dB, {wall:.2f} s wall ({cpu:.2f} s CPU)"
+            )
             rows.append(row)
-        summary = {"bicubic": statistics.fmean(r["bicubic"] for r in rows),
-                   "teacher": statistics.fmean(r["teacher"] for r in rows),
-                   "wall_s_per_image": statistics.fmean(r["wall_s"] for r in rows),
-                   "cpu_s_per_image": statistics.fmean(r["cpu_s"] for r in rows),
-                   "images": rows}
+        summary = {
+            "bicubic": statistics.fmean(r["bicubic"] for r in rows),
+            "teacher": statistics.fmean(r["teacher"] for r in rows),
+            "wall_s_per_image": statistics.fmean(r["wall_s"] for r in rows),
+            "cpu_s_per_image": statistics.fmean(r["cpu_s"] for r in rows),
+            "images": rows,
+        }
         results["sets"][name] = summary
-        common.log(f"{name}: bicubic {summary['bicubic']:.2f} dB, teacher {summary['teacher']:.2f} dB, "
-                   f"{summary['wall_s_per_image']:.2f} s wall / {summary['cpu_s_per_image']:.2f} s CPU per image")
+        common.log(
+            f"{name}: bicubic {summary['bicubic']:.2f} dB, teacher {summary['teacher']:.2f} dB, "
+            f"{summary['wall_s_per_image']:.2f} s wall / {summary['cpu_s_per_image']:.2f} s CPU per image"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     return 0

@@ -89,7 +89,10 @@ def test_undetected_checkpoint_names_what_was_found_and_the_closest_architecture
         torch.save({"params": state}, path)
         arch, found = "SPAN", f"top-level keys params; {len(state)} tensors, e.g. conv_1.weight"
     else:  # CRAFT with its first conv renamed and its attention temperatures under another name
-        state = {k.replace("conv_first", "head").replace(".temperature", ".scale"): v for k, v in craft_state.items()}
+        state = {
+            k.replace("conv_first", "head").replace(".temperature", ".scale"): v
+            for k, v in craft_state.items()
+        }
         torch.save(state, path)
         arch, found = "CRAFT", f"found: {len(state)} tensors, e.g. relative_position_index_h"
     assert main(["validate", str(_spec(tmp_path, spandrel_images, path))]) == 2

@@ -147,11 +147,13 @@ def undetected_message(state: StateDict, path: Path, found: str | None, *, where
     at = f"{where}: " if where else ""
     tensors = [k for k, v in state.items() if isinstance(v, torch.Tensor)]
     holds = f"it holds {found}; " if found else ""
-    return "\n".join([
-        f"{at}{path}: no architecture known to spandrel {_spandrel_version()} (or EDSR) matches its weights",
-        f"  found: {holds}{len(tensors)} tensor{'s' if len(tensors) != 1 else ''}, e.g. {', '.join(tensors[:4])}",
-        *closest_line(state),
-    ])
+    return "\n".join(
+        [
+            f"{at}{path}: no architecture known to spandrel {_spandrel_version()} (or EDSR) matches its weights",
+            f"  found: {holds}{len(tensors)} tensor{'s' if len(tensors) != 1 else ''}, e.g. {', '.join(tensors[:4])}",
+            *closest_line(state),
+        ]
+    )
 
 
 def detect(state: StateDict, path: Path, *, where: str, found: str | None = None) -> ModelDescriptor:

@@ -18,9 +18,11 @@ Only called on the error path; it builds at most :data:`REFERENCES` models.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -81,14 +83,15 @@ def _condition(cond: object, keys: set[str], prefixes: set[str]) -> tuple[float,
 def _reference_keys(arch_id: str) -> set[str] | None:
     """The tensor names of a default model of ``arch_id``, built on the meta device; None if it cannot be."""
     from kdcore.interfaces import Task
-    from kdcore_spandrel.architectures import ARCHITECTURES
+    from kdcore_spandrel.architectures import ARCHITECTURES, _ArchModel
     from kdcore_spandrel.loading import REGISTRY
 
-    builders = []
+    builders: list[Callable[[], torch.nn.Module]] = []
     for student, _, _ in ARCHITECTURES.values():
-        if student.arch_id == arch_id:
-            kwargs = student.arch_kwargs(student.Params(), Task(kind="sr", scale=4))
-            builders.append(lambda s=student, kw=kwargs: s.arch_cls(**kw))
+        if issubclass(student, _ArchModel) and student.arch_id == arch_id:
+            wrapper: type[_ArchModel] = student
+            kwargs = wrapper.arch_kwargs(wrapper.Params(), Task(kind="sr", scale=4))
+            builders.append(functools.partial(wrapper.arch_cls, **kwargs))
     for support in REGISTRY:
         if support.architecture.id == arch_id:
             module = importlib.import_module(type(support.architecture).__module__)
@@ -97,13 +100,21 @@ def _reference_keys(arch_id: str) -> set[str] | None:
                 builders.append(getattr(module, names[0]))
     for build in builders:
         for device in ("meta", "cpu"):
-            try:
-                with warnings.catch_warnings(), torch.device(device):
-                    warnings.simplefilter("ignore")
-                    return set(build().state_dict())
-            except Exception:  # noqa: BLE001, S112 - an architecture that cannot be built this way
-                continue
+            keys = _built_keys(build, device)
+            if keys is not None:
+                return keys
     return None
+
+
+def _built_keys(build: Callable[[], torch.nn.Module], device: str) -> set[str] | None:
+    """The state dict keys of ``build()`` on ``device``; None where it fails there (many
+    architectures call ``.item()`` while building, which the meta device cannot)."""
+    try:
+        with warnings.catch_warnings(), torch.device(device):
+            warnings.simplefilter("ignore")
+            return set(build().state_dict())
+    except Exception:  # noqa: BLE001 - an architecture that cannot be built this way
+        return None
 
 
 def closest_architectures(state: StateDict, registry: ArchRegistry | None = None) -> list[Match]:
@@ -137,13 +148,15 @@ def closest_architectures(state: StateDict, registry: ArchRegistry | None = None
         exact = len(file_generic & ref_generic) / len(file_generic | ref_generic)
         covered = len(file_modules & (_prefixes(ref_generic) | {_module(k) for k in ref_generic}))
         coverage = covered / max(len(file_modules), 1)
-        matches.append(Match(
-            arch_id,
-            max(score, (exact + coverage) / 2),
-            tuple(sorted(ref_generic - file_generic)),
-            tuple(sorted(file_generic - ref_generic)),
-            renamed=coverage >= 0.8 and exact < 0.9,
-        ))
+        matches.append(
+            Match(
+                arch_id,
+                max(score, (exact + coverage) / 2),
+                tuple(sorted(ref_generic - file_generic)),
+                tuple(sorted(file_generic - ref_generic)),
+                renamed=coverage >= 0.8 and exact < 0.9,
+            )
+        )
     return sorted(matches, key=lambda m: -m.score)
 
 
@@ -157,8 +170,10 @@ def closest_line(state: StateDict) -> list[str]:
     with contextlib.suppress(Exception):
         matches = closest_architectures(state)
         if not matches:
-            return ["  closest: none (no architecture spandrel knows shares its tensor names); "
-                    "it is not a supported image model"]
+            return [
+                "  closest: none (no architecture spandrel knows shares its tensor names); "
+                "it is not a supported image model"
+            ]
         best = matches[0]
         diff = []
         if best.missing:
@@ -166,7 +181,9 @@ def closest_line(state: StateDict) -> list[str]:
         if best.unexpected:
             diff.append(f"has {_short(best.unexpected)} which {best.arch_id} has not")
         others = f"; next: {', '.join(m.arch_id for m in matches[1:3])}" if len(matches) > 1 else ""
-        lines = [f"  closest: {best.arch_id} ({best.score:.0%} of names match; the file {'; '.join(diff)}){others}"]
+        lines = [
+            f"  closest: {best.arch_id} ({best.score:.0%} of names match; the file {'; '.join(diff)}){others}"
+        ]
         if best.renamed:
             lines.append(
                 f"  its layers are {best.arch_id}'s under other tensor names: a re-parameterised (deploy-form, "
