@@ -85,13 +85,16 @@ def build(kind: str, what: Any, params: dict) -> torch.nn.Module:
 
 
 def shared_with_teacher(
-    student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor], rename: dict[str, str]
+    student: torch.nn.Module, teacher: dict[str, torch.Tensor], rename: dict[str, str]
 ) -> dict[str, Any]:
     """Teacher tensors the student can take: by name and shape, then through ``rename``
-    (``student.init_rename``'s rule: first key matching the whole student name wins)."""
-    by_name = [k for k, v in student.items() if k in teacher and teacher[k].shape == v.shape]
+    (``student.init_rename``'s rule: first key matching the whole student name wins).
+    ``parameters_covered`` counts the trainable values so initialised (buffers left out)."""
+    params = dict(student.named_parameters())
+    state = student.state_dict()
+    by_name = [k for k, v in state.items() if k in teacher and teacher[k].shape == v.shape]
     renamed = []
-    for k, v in student.items():
+    for k, v in state.items():
         for pattern, target in rename.items():
             m = re.fullmatch(pattern, k)
             if m:
@@ -99,13 +102,12 @@ def shared_with_teacher(
                 if source in teacher and teacher[source].shape == v.shape:
                     renamed.append(f"{k} <- {source}")
                 break
-    n_params = sum(student[k].numel() for k in by_name) + sum(
-        student[r.split(" <- ")[0]].numel() for r in renamed
-    )
+    covered = set(by_name) | {r.split(" <- ")[0] for r in renamed}
+    n_params = sum(params[k].numel() for k in covered if k in params)
     return {
         "same_name_and_shape": len(by_name),
         "through_rename": renamed,
-        "tensors": len(student),
+        "tensors": len(state),
         "parameters_covered": n_params,
     }
 
@@ -148,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             "name": "craft (spandrel)" if kind == "craft" else what,
             "params": params if kind != "craft" else what,
             "n_params": sum(p.numel() for p in model.parameters()),
-            "teacher_init": shared_with_teacher(model.state_dict(), teacher_state, rename),
+            "teacher_init": shared_with_teacher(model, teacher_state, rename),
         }
     x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
 
