@@ -46,8 +46,9 @@ def test_teacher_cache_gives_the_live_targets(tiny_spec, tmp_path, monkeypatch):
     live, disk = _weights(tmp_path / "live"), _weights(tmp_path / "disk")
     assert all(torch.allclose(live[k], disk[k], atol=1e-3) for k in live)
     stamp = [f.stat().st_mtime_ns for f in files]
-    kdcore.run(_distill(tiny_spec, tmp_path / "disk2", teacher_cache="disk"))
+    warm = kdcore.run(_distill(tiny_spec, tmp_path / "disk2", teacher_cache="disk"))
     assert [f.stat().st_mtime_ns for f in files] == stamp  # reused, not recomputed
+    assert warm["teacher_cache"]["misses"] == 0 and warm["teacher_cache"]["hits"] == 4 * 2  # every patch read
     assert _same(_weights(tmp_path / "disk"), _weights(tmp_path / "disk2"))
     # another teacher (other params) gets other entries
     spec = _distill(tiny_spec, tmp_path / "disk3", teacher_cache="disk")

@@ -128,3 +128,17 @@ def test_non_state_dict_pickles_say_what_they_hold(obj, expected, tmp_path, span
     err = capsys.readouterr().err
     assert "teacher.checkpoint" in err and str(path) in err and expected in err
     assert err.strip() and "Traceback" not in err
+
+
+def test_craft_teacher_gives_the_published_set5_figure_through_kdcore() -> None:
+    """Set5 ×4 from MATLAB-style inputs, scored by kdcore's SR convention: 32.42 dB (±0.03)."""
+    from kdcore.data import load_pairs
+    from kdcore.engine.evaluate import evaluate
+
+    task = Task(kind="sr", scale=4)
+    teacher = SpandrelTeacher(task=task)
+    teacher.load_checkpoint(CRAFT, where="teacher.checkpoint")
+    pairs = load_pairs("builtin:set5", task, where="data.val")
+    result = evaluate(teacher, pairs, task, torch.device("cpu"))
+    assert abs(result["student"]["psnr"] - 32.42) <= 0.03, result["student"]
+    assert abs(result["baseline"]["psnr"] - 28.42) <= 0.03
