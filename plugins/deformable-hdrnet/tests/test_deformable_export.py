@@ -35,7 +35,9 @@ def test_tiled_path_on_the_lattice_grid_equals_pytorch_path(kind, scale):
         full = model.fullres_input(x)
         details = model.details(full)
         got = tiled.sliced_apply(grid, model.guide, full, details).clamp(0, 1)
-        want = apply_coefficients(model.slice_coefficients(grid, model.guide(full)), full, details).clamp(0, 1)
+        want = apply_coefficients(model.slice_coefficients(grid, model.guide(full)), full, details).clamp(
+            0, 1
+        )
     assert (got - want).abs().max().item() <= 1e-5
 
 
@@ -47,7 +49,9 @@ def test_export_verifies_at_two_odd_sizes(tmp_path):
     model = _model("enhance", 1)  # sr exports through the same path (kdcore-hdrnet's tests)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        report = export_student(model, model.task, tmp_path / "m.onnx", name="deformable-hdrnet", sizes=ODD_SIZES)
+        report = export_student(
+            model, model.task, tmp_path / "m.onnx", name="deformable-hdrnet", sizes=ODD_SIZES
+        )
     assert report["passed"] and report["max_abs_diff"] <= 1e-4
     ops = {node.op_type for node in onnx.load(str(tmp_path / "m.onnx")).graph.node}
     assert "Loop" in ops  # lattice mode: HDRNet's tiled path (GridSample stays for the low-resolution parts)

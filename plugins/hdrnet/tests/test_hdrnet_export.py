@@ -36,8 +36,13 @@ def _reference(model, x):
 )
 def test_tiled_path_equals_pytorch_path(kind, scale, guide, levels, bins, shape):
     model = make_model(
-        kind, scale, guide=guide, sr_detail_levels=levels, enhance_detail_levels=levels,
-        spatial_bins=bins, net_input_size=16 * bins,
+        kind,
+        scale,
+        guide=guide,
+        sr_detail_levels=levels,
+        enhance_detail_levels=levels,
+        spatial_bins=bins,
+        net_input_size=16 * bins,
     )
     perturb(model, 0.05)
     model.eval()

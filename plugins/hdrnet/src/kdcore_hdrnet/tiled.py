@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import functools
 import warnings
-from typing import Any, List  # noqa: UP035 - TorchScript needs typing.List
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -92,7 +92,9 @@ def tile_tables(grid: torch.Tensor) -> torch.Tensor:
     ``fy``). Border tiles repeat the edge cells, so their differences are zero.
     """
     b, c, d, gh, gw = grid.shape
-    padded = F.pad(grid.reshape(b, c * d, gh, gw), (1, 1, 1, 1), mode="replicate").view(b, c, d, gh + 2, gw + 2)
+    padded = F.pad(grid.reshape(b, c * d, gh, gw), (1, 1, 1, 1), mode="replicate").view(
+        b, c, d, gh + 2, gw + 2
+    )
     c00 = padded[..., :-1, :-1]
     c01 = padded[..., :-1, 1:]
     c10 = padded[..., 1:, :-1]
@@ -110,16 +112,22 @@ def affine_order(n_coeffs: int) -> list[int]:
 
 
 def _guide(
-    kind: int, rgb: torch.Tensor, p0: torch.Tensor, p1: torch.Tensor, p2: torch.Tensor, p3: torch.Tensor, p4: torch.Tensor
+    kind: int,
+    rgb: torch.Tensor,
+    p0: torch.Tensor,
+    p1: torch.Tensor,
+    p2: torch.Tensor,
+    p3: torch.Tensor,
+    p4: torch.Tensor,
 ) -> torch.Tensor:
-    """Guide of ``rgb`` (…×3×N in [0, 1]) → …×N, from :func:`guide_parameters`. curve: matrix
+    """Guide of ``rgb`` (B×Tx×3×N in [0, 1]) → B×Tx×N, from :func:`guide_parameters`. curve: matrix
     3×3 and bias 3×1 in table-index units, segment intercepts 3×S, slopes 3×S, mix bias; conv:
     W1 K×3 and b1 K×1 with batch norm folded in, w2 1×K, b2 (p4 unused)."""
     if kind == 0:
         last = float(p2.shape[1])
         pos = (torch.matmul(p0, rgb) + p1).clamp(0.0, last)
         segment = pos.floor().clamp(max=last - 1.0).long()
-        shape = list(rgb.shape[:-1]) + [p2.shape[1]]
+        shape = [rgb.shape[0], rgb.shape[1], rgb.shape[2], p2.shape[1]]  # rgb: B×Tx×3×N
         a = torch.gather(p2.expand(shape), -1, segment)
         s = torch.gather(p3.expand(shape), -1, segment)
         return (torch.addcmul(a, s, pos).sum(-2) + p4).clamp(0.0, 1.0)
@@ -163,7 +171,7 @@ def _tiles(
     tx = fx.shape[0]
     lx = fx.shape[1]
     step = max(1, block_pixels // max(1, b * width))
-    bands: List[torch.Tensor] = []
+    bands: list[torch.Tensor] = []
     for ty in range(row_start.shape[0]):
         band_tables = tables[:, ty]
         first = int(row_start[ty])
@@ -171,11 +179,15 @@ def _tiles(
         for r0 in range(first, stop, step):
             rows = min(step, stop - r0)
             n = rows * lx
-            where = (torch.arange(r0, r0 + rows, device=planes.device) * width).view(rows, 1) + columns.view(1, tx * lx)
+            where = (torch.arange(r0, r0 + rows, device=planes.device) * width).view(rows, 1) + columns.view(
+                1, tx * lx
+            )
             grouped = torch.gather(flat, 2, where.view(1, 1, rows * tx * lx).expand(b, p, rows * tx * lx))
             grouped = grouped.view(b, p, rows, tx, lx).permute(0, 3, 1, 2, 4).reshape(b, tx, p, n)  # B×Tx×P×N
             rgb = grouped[:, :, 0:3]
-            z = (_guide(guide_kind, rgb, g0, g1, g2, g3, g4) * luma_bins - 0.5).clamp(0.0, float(luma_bins - 1))
+            z = (_guide(guide_kind, rgb, g0, g1, g2, g3, g4) * luma_bins - 0.5).clamp(
+                0.0, float(luma_bins - 1)
+            )
             fxb = fx.view(tx, 1, lx).expand(tx, rows, lx).reshape(tx, n)
             zin = torch.stack([z, torch.ones_like(z), z * fxb, fxb.expand(b, tx, n)], dim=2)  # B×Tx×4×N
             forms = torch.matmul(band_tables, torch.relu(torch.matmul(ramps, zin)))  # B×Tx×2C×N
@@ -248,8 +260,10 @@ def sliced_apply(
     col_start, col_count, fx, tile = tile_spans(w, gw, full.dtype)
     row_start, row_count, fy, _ = tile_spans(h, gh, full.dtype)
     width = col_count.max()
-    offsets = torch.arange(width).view(1, -1)
-    columns = torch.minimum(col_start.view(-1, 1) + offsets, (col_start + col_count - 1).view(-1, 1)).clamp(0, w - 1)
+    offsets = torch.arange(width).view(1, -1)  # type: ignore[call-overload]  # a 0-d tensor: dynamic in the graph
+    columns = torch.minimum(col_start.view(-1, 1) + offsets, (col_start + col_count - 1).view(-1, 1)).clamp(
+        0, w - 1
+    )
     inverse = tile * width + (torch.arange(w) - col_start[tile])
     return _scripted()(
         planes,
