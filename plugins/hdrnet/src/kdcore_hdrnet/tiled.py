@@ -85,11 +85,12 @@ def ramp_matrices(luma_bins: int, dtype: torch.dtype) -> tuple[torch.Tensor, tor
 
 
 def tile_tables(grid: torch.Tensor) -> torch.Tensor:
-    """Per-tile bilinear forms of ``grid`` (B×C×D×Gh×Gw): B×(Gh+1)×(Gw+1)×2D×2C.
+    """Per-tile bilinear forms of ``grid`` (B×C×D×Gh×Gw, C = 12 + 3L): (Gh+1)×B×(Gw+1)×2C×2D.
 
-    Row ``q·D + d`` multiplies ``t_d·(1, fx)[q]``; column ``c`` gives coefficient ``c`` on the
-    tile's upper row of cells, column ``C + c`` its change towards the lower row (to be scaled by
-    ``fy``). Border tiles repeat the edge cells, so their differences are zero.
+    Column ``q·D + d`` multiplies ``t_d·(1, fx)[q]``. Rows: the 12 affine coefficients on the
+    tile's upper row of cells, their change towards the lower row (to be scaled by ``fy``), then
+    the same two for the 3L detail gains. Border tiles repeat the edge cells, so their
+    differences are zero.
     """
     b, c, d, gh, gw = grid.shape
     padded = F.pad(grid.reshape(b, c * d, gh, gw), (1, 1, 1, 1), mode="replicate").view(
@@ -101,8 +102,8 @@ def tile_tables(grid: torch.Tensor) -> torch.Tensor:
     c11 = padded[..., 1:, 1:]
     upper = torch.stack([c00, c01 - c00], dim=0)  # 2(q)×B×C×D×Y×X
     change = torch.stack([c10 - c00, c11 - c10 - c01 + c00], dim=0)
-    forms = torch.stack([upper, change], dim=0)  # 2(row)×2(q)×B×C×D×Y×X
-    return forms.permute(2, 5, 6, 1, 4, 0, 3).reshape(b, gh + 1, gw + 1, 2 * d, 2 * c)
+    rows = torch.cat([upper[:, :, :12], change[:, :, :12], upper[:, :, 12:], change[:, :, 12:]], dim=2)
+    return rows.permute(4, 1, 5, 2, 0, 3).reshape(gh + 1, b, gw + 1, 2 * c, 2 * d)
 
 
 def affine_order(n_coeffs: int) -> list[int]:
@@ -157,8 +158,8 @@ def _tiles(
 ) -> torch.Tensor:
     """Guide, slice and apply, block of rows by block (each within one row of tiles).
 
-    ``planes``: B×(3+3L)×H×W (RGB in [0, 1], detail levels); ``tables``: B×Ty×Tx×2C×R
-    (:func:`tile_tables` with the tent matrix folded in, transposed); ``columns``: Tx·Lx column
+    ``planes``: B×(3+3L)×H×W (RGB in [0, 1], detail levels); ``tables``: Ty×B×Tx×2C×R
+    (:func:`tile_tables` with the tent matrix folded in); ``columns``: Tx·Lx column
     indices that regroup a row by tile column (each padded to Lx by repeating its last pixel);
     ``inverse``: W positions that undo it; ``fx``: Tx×Lx fractions; ``row_start``/``row_count``:
     Ty tile rows; ``fy``: H fractions; ``ramps``: R×4; ``g0`` … ``g4``: the guide's
@@ -173,7 +174,7 @@ def _tiles(
     step = max(1, block_pixels // max(1, b * width))
     bands: list[torch.Tensor] = []
     for ty in range(row_start.shape[0]):
-        band_tables = tables[:, ty]
+        band_tables = tables[ty]  # a contiguous block
         first = int(row_start[ty])
         stop = first + int(row_count[ty])
         for r0 in range(first, stop, step):
@@ -252,10 +253,7 @@ def sliced_apply(
         assert details is not None and details.shape[1] == 3 * levels
         planes = torch.cat([full, details.to(full.dtype)], 1)
     ramps, tents = ramp_matrices(d, grid.dtype)
-    forms = torch.matmul(tents.to(grid.device), tile_tables(grid[:, affine_order(c)]))  # B×Ty×Tx×R×2C
-    # columns: the affine part of the upper row and of the change, then the gains of both
-    order = list(range(12)) + [c + i for i in range(12)] + list(range(12, c)) + [c + i for i in range(12, c)]
-    tables = forms[..., order].transpose(-1, -2)
+    tables = torch.matmul(tile_tables(grid[:, affine_order(c)]), tents.t().to(grid.device))  # Ty×B×Tx×2C×R
     kind, params = guide_parameters(guide)
     col_start, col_count, fx, tile = tile_spans(w, gw, full.dtype)
     row_start, row_count, fy, _ = tile_spans(h, gh, full.dtype)
