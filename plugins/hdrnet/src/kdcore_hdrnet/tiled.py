@@ -167,10 +167,18 @@ def _tiles(
     """
     b = planes.shape[0]
     p = planes.shape[1]
+    height = planes.shape[2]
     width = planes.shape[3]
-    flat = planes.reshape(b, p, -1)
+    flat = planes.reshape(b, -1)
     tx = fx.shape[0]
     lx = fx.shape[1]
+    # gather index of (tile column, plane, ·, position) before the row offset: Tx×P×1×Lx
+    base = columns.view(tx, 1, 1, lx) + (torch.arange(p, device=planes.device) * (height * width)).view(
+        1, p, 1, 1
+    )
+    fx3 = fx.view(tx, 1, lx)
+    tile_x = torch.div(inverse, lx, rounding_mode="floor")
+    pos_x = inverse - tile_x * lx
     step = max(1, block_pixels // max(1, b * width))
     bands: list[torch.Tensor] = []
     for ty in range(row_start.shape[0]):
@@ -180,21 +188,19 @@ def _tiles(
         for r0 in range(first, stop, step):
             rows = min(step, stop - r0)
             n = rows * lx
-            where = (torch.arange(r0, r0 + rows, device=planes.device) * width).view(rows, 1) + columns.view(
-                1, tx * lx
-            )
-            grouped = torch.gather(flat, 2, where.view(1, 1, rows * tx * lx).expand(b, p, rows * tx * lx))
-            grouped = grouped.view(b, p, rows, tx, lx).permute(0, 3, 1, 2, 4).reshape(b, tx, p, n)  # B×Tx×P×N
+            row_offsets = torch.arange(r0, r0 + rows, device=planes.device) * width
+            where = base + row_offsets.view(1, 1, rows, 1)  # Tx×P×R×Lx
+            grouped = torch.gather(flat, 1, where.view(1, -1).expand(b, -1)).view(b, tx, p, rows, lx)
             rgb = grouped[:, :, 0:3]
-            z = (_guide(guide_kind, rgb, g0, g1, g2, g3, g4) * luma_bins - 0.5).clamp(
-                0.0, float(luma_bins - 1)
-            )
-            fxb = fx.view(tx, 1, lx).expand(tx, rows, lx).reshape(tx, n)
-            zin = torch.stack([z, torch.ones_like(z), z * fxb, fxb.expand(b, tx, n)], dim=2)  # B×Tx×4×N
-            forms = torch.matmul(band_tables, torch.relu(torch.matmul(ramps, zin)))  # B×Tx×2C×N
-            fyb = fy[r0 : r0 + rows].view(rows, 1).expand(rows, lx).reshape(n)
-            values = torch.cat([rgb, torch.ones_like(z).unsqueeze(2)], dim=2)  # B×Tx×4×N: r, g, b, 1
-            values = torch.stack([values, values * fyb], dim=2).unsqueeze(4)  # B×Tx×2×4×1×N
+            z = _guide(guide_kind, rgb.reshape(b, tx, 3, n), g0, g1, g2, g3, g4).view(b, tx, rows, lx)
+            z = (z * luma_bins - 0.5).clamp(0.0, float(luma_bins - 1))
+            zin = torch.stack([z, torch.ones_like(z), z * fx3, fx3.expand(b, tx, rows, lx)], dim=2)
+            forms = torch.matmul(
+                band_tables, torch.relu(torch.matmul(ramps, zin.view(b, tx, 4, n)))
+            )  # B×Tx×2C×N
+            fyb = fy[r0 : r0 + rows].view(rows, 1)
+            values = torch.cat([rgb, torch.ones_like(z).unsqueeze(2)], dim=2)  # B×Tx×4×R×Lx: r, g, b, 1
+            values = torch.stack([values, values * fyb], dim=2).view(b, tx, 2, 4, 1, n)
             if detail_levels > 0:
                 affine, gains = forms.split([24, 6 * detail_levels], dim=2)
                 out = (affine.view(b, tx, 2, 4, 3, n) * values).sum([2, 3])
@@ -203,8 +209,15 @@ def _tiles(
                 out = out + (gains.view(b, tx, 2, detail_levels, 3, n) * details).sum([2, 3])
             else:
                 out = (forms.view(b, tx, 2, 4, 3, n) * values).sum([2, 3])  # B×Tx×3×N
-            out = out.view(b, tx, 3, rows, lx).permute(0, 2, 3, 1, 4).reshape(b, 3, rows, tx * lx)
-            bands.append(torch.gather(out, 3, inverse.view(1, 1, 1, width).expand(b, 3, rows, width)))
+            # back to B×3×R×W: element (tile, channel, row, position) of the flattened output
+            back = (
+                (tile_x * (3 * n) + pos_x).view(1, 1, width)
+                + (torch.arange(3, device=planes.device) * n).view(3, 1, 1)
+                + (torch.arange(rows, device=planes.device) * lx).view(1, rows, 1)
+            )
+            bands.append(
+                torch.gather(out.reshape(b, -1), 1, back.view(1, -1).expand(b, -1)).view(b, 3, rows, width)
+            )
     return torch.cat(bands, dim=2)
 
 
