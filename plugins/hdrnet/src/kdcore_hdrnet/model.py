@@ -20,7 +20,7 @@ from torch import nn
 
 import kdcore
 import kdcore.interfaces
-from kdcore_hdrnet import fused
+from kdcore_hdrnet import fused, tiled
 from kdcore_hdrnet.detail import laplacian_details
 from kdcore_hdrnet.guide import ConvGuide, CurveGuide
 from kdcore_hdrnet.lowres import LowResStream
@@ -241,6 +241,8 @@ class HDRNet(kdcore.Student):
                 return x.clamp(0, 1)
             low, high = torch.aminmax(x)
             return x if low >= 0 and high <= 1 else x.clamp(0, 1)
+        if torch.onnx.is_in_onnx_export():  # the same values with operators onnxruntime runs fast
+            return tiled.bicubic_upscale(x, self.scale).clamp(0, 1)
         up = F.interpolate(x, scale_factor=self.scale, mode="bicubic", align_corners=False)
         return up.clamp_(0, 1)
 
@@ -272,6 +274,9 @@ class HDRNet(kdcore.Student):
         details = self.details(full)
         if self._can_stream():
             return self._forward_streamed(grid, full, details).clamp_(0, 1)
+        if torch.onnx.is_in_onnx_export() and self._can_tile():
+            # the exported graph: tiles of matrix products, which onnxruntime runs fast
+            return tiled.sliced_apply(grid, self.guide, full, details).clamp(0, 1)
         guide = self.guide(full)
         coeffs = self.slice_coefficients(grid, guide)
         return apply_coefficients(coeffs, full, details).clamp(0, 1)
@@ -325,6 +330,17 @@ class HDRNet(kdcore.Student):
         guide = fused.guide_arrays(self.guide)
         assert guide is not None
         return fused.run(full, grid, guide, fused.gaussian_levels(full, self.detail_levels))
+
+    def _can_tile(self) -> bool:
+        """Whether the tiled export path (:mod:`kdcore_hdrnet.tiled`) computes what :meth:`forward`
+        would: HDRNet's own slice and one of its guides, without hooks on the guide."""
+        return (
+            type(self).slice_coefficients is HDRNet.slice_coefficients
+            and type(self.guide) in (CurveGuide, ConvGuide)
+            and not self.guide.training
+            and not self.guide._forward_hooks
+            and not self.guide._forward_pre_hooks
+        )
 
     def _can_stream(self) -> bool:
         """Whether the block-of-rows inference path computes exactly what :meth:`forward` would."""
