@@ -44,7 +44,7 @@ def test_tiled_path_on_the_lattice_grid_equals_pytorch_path(kind, scale):
 def test_export_verifies_at_two_odd_sizes(tmp_path):
     pytest.importorskip("onnxruntime")
     import onnx
-    from kdcore.export import export_student
+    from kdcore.onnx import export_student
 
     model = _model("enhance", 1)  # sr exports through the same path (kdcore-hdrnet's tests)
     with warnings.catch_warnings():

@@ -87,7 +87,7 @@ def test_bicubic_upscale_equals_interpolate(scale):
 def test_export_verifies_at_two_odd_sizes(kind, scale, params, tmp_path):
     pytest.importorskip("onnxruntime")
     import onnx
-    from kdcore.export import export_student
+    from kdcore.onnx import export_student
 
     model = make_model(kind, scale, spatial_bins=8, net_input_size=128, **params)
     perturb(model, 0.05)
