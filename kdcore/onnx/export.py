@@ -18,7 +18,8 @@ and why students whose forward decides on sizes in Python (padding to a window, 
 available for students that ``torch.export`` accepts.
 
 Models that take a different path at inference (HDRNet's streamed rows) check
-``torch.onnx.is_in_onnx_export()`` and export their plain operator path; the verification compares
+``torch.onnx.is_in_onnx_export()`` and export a graph of their own (HDRNet: the tiled slice of
+``kdcore_hdrnet.tiled``, a loop over row blocks); the verification compares
 the ONNX output with what the PyTorch student computes in ``torch.inference_mode()``, i.e. with
 what ``kdcore enhance --backend torch`` writes.
 
