@@ -148,7 +148,7 @@ def test_sources_from_spec_values(tmp_path, tiny_images):
     assert folder.load(kdcore.Task(kind="enhance"))[0].target is None  # enhance: inputs without targets
     with pytest.raises(DataError, match="data.val: unknown built-in data 'builtin:nope'"):
         BuiltinSource("nope", where="data.val").check()
-    with pytest.raises(DataError, match="exactly the keys 'input' and 'target'"):
+    with pytest.raises(DataError, match="needs the keys 'input' and 'target'"):
         source_from_spec({"input": "x"}, where="data.train")
 
 

@@ -133,7 +133,7 @@ def latency_samples(
     t0 = time.perf_counter()
     model(x)
     if time.perf_counter() - t0 > budget_s / 2:
-        min_runs = 1
+        runs = min_runs = 1
     times: list[float] = []
     for _ in range(runs):
         if x.is_cuda:

@@ -63,12 +63,13 @@ def batch_split(plan: RunPlan, world: int) -> tuple[int, int]:
     return n_l, n_u
 
 
-def check_val_sizes(plan: RunPlan, pairs: list[ImagePair], where: str = "data.val") -> None:
+def check_val_sizes(plan: RunPlan, pairs: list[ImagePair], name: str | None = None) -> None:
     """Every validation image is large enough for SSIM once the metric's border is cropped.
 
     scikit-image's SSIM with a Gaussian window (sigma 1.5) uses an 11×11 window, which must fit
     in the image; for sr the metric first crops ``scale`` pixels at every border.
     """
+    source = plan.val_sets[name] if name is not None else plan.val_data
     scale = plan.task.scale
     border = scale if plan.task.kind == "sr" else 0
     min_input = -(-(SSIM_KERNEL + 2 * border) // scale)
@@ -80,7 +81,7 @@ def check_val_sizes(plan: RunPlan, pairs: list[ImagePair], where: str = "data.va
                 f" (inputs {min_input}×{min_input})" if scale > 1 else ""
             )
             raise SpecError(
-                f"{where}: image {pair.name!r} ({w * scale}×{h * scale}) is too small "
+                f"{source.where}: image {pair.name!r} of {source.to_spec()} ({w * scale}×{h * scale}) is too small "
                 f"for SSIM: {max(side_w, 0)}×{max(side_h, 0)} after cropping the {border}-pixel border, and SSIM "
                 f"needs {SSIM_KERNEL}×{SSIM_KERNEL}; use validation images of at least {sizes}"
             )
@@ -131,6 +132,7 @@ class TrainingData:
 
     @classmethod
     def load(cls, plan: RunPlan) -> TrainingData:
+        train, unlabeled = training_stores(plan)
         val = {name: source.load(plan.task) for name, source in plan.val_sets.items()}
         for name, pairs in val.items():
             if not plan.teachers and any(p.target is None for p in pairs):
@@ -138,7 +140,6 @@ class TrainingData:
                     f"{plan.val_sets[name].where}: these images have no targets and the spec has no teacher "
                     "to measure against"
                 )
-        train, unlabeled = training_stores(plan)
         return cls(plan, train, val, unlabeled)
 
     def describe(self) -> str:
@@ -152,7 +153,7 @@ class TrainingData:
         images against the patch size, validation images against SSIM's window."""
         self.datasets(world)
         for name, pairs in self.val_sets.items():
-            check_val_sizes(self.plan, pairs, self.plan.val_sets[name].where)
+            check_val_sizes(self.plan, pairs, name)
 
     def datasets(self, world: int) -> list[PatchDataset]:
         """The labelled patch dataset, and the unlabelled one when the batch has unlabelled rows."""
