@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from kdcore.data.sources import ImagePair
-from kdcore.data.store import PairStore
+from kdcore.data.store import PairStore, to_float
 from kdcore.errors import DataError
 from kdcore.interfaces import Task
 
@@ -46,6 +46,20 @@ def apply_aug(t: torch.Tensor, aug: int) -> torch.Tensor:
     if aug & 4:
         t = t.transpose(-2, -1)
     return t
+
+
+def apply_aug_array(a: np.ndarray, aug: int) -> np.ndarray:
+    """:func:`apply_aug` on an array's last two dimensions (a view; numpy does no threading, which
+    costs more than the work on a patch)."""
+    if not 0 <= aug < NUM_AUGMENTATIONS:
+        raise ValueError(f"aug must be in 0..7, got {aug}")
+    if aug & 1:
+        a = a[..., ::-1]
+    if aug & 2:
+        a = a[..., ::-1, :]
+    if aug & 4:
+        a = np.swapaxes(a, -2, -1)
+    return a
 
 
 class PatchLocation(NamedTuple):
@@ -136,9 +150,9 @@ class PatchDataset(Dataset):
         pairs = self.pairs
         side, scale = self.input_patch, self.task.scale
         sample: dict = {
-            # clone: never hand out a view of (and so pickle) the whole image
-            "input": apply_aug(pairs.input_crop(where.image, where.y, where.x, side, side), where.aug).clone(
-                memory_format=torch.contiguous_format
+            # to_float copies: never hand out a view of (and so pickle) the whole image
+            "input": to_float(
+                apply_aug_array(pairs.input_crop(where.image, where.y, where.x, side, side), where.aug)
             ),
             "index": index,
             "image": where.image,
@@ -149,5 +163,5 @@ class PatchDataset(Dataset):
             target = pairs.target_crop(
                 where.image, where.y * scale, where.x * scale, self.patch_size, self.patch_size
             )
-            sample["target"] = apply_aug(target, where.aug).clone(memory_format=torch.contiguous_format)
+            sample["target"] = to_float(apply_aug_array(target, where.aug))
         return sample

@@ -43,10 +43,16 @@ def _as_uint8(image: torch.Tensor) -> np.ndarray | None:
     return np.ascontiguousarray(levels.to(torch.uint8).numpy())
 
 
-def _to_tensor(array: np.ndarray) -> torch.Tensor:
+def to_float(array: np.ndarray) -> torch.Tensor:
+    """A uint8 or float32 C×H×W array as a new contiguous float32 tensor in [0, 1].
+
+    Numpy, not torch, does the arithmetic: on small patches torch's intra-op threads cost more
+    than the work (milliseconds a call on a busy machine).
+    """
     if array.dtype == np.uint8:
-        return torch.from_numpy(np.ascontiguousarray(array)).to(torch.float32).div_(255.0)
-    return torch.from_numpy(np.array(array, dtype=np.float32))
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32) / np.float32(255.0))
+    return torch.from_numpy(np.array(array, dtype=np.float32, order="C"))
+
 
 
 def content_key(image: torch.Tensor | np.ndarray) -> str:
@@ -64,28 +70,29 @@ class _Held:
         self.value = value
         self.shape = shape
 
-    def crop(self, y: int, x: int, h: int, w: int) -> torch.Tensor:
-        """The ``h``×``w`` window at row ``y``, column ``x`` (a view for tensors held in memory)."""
+    def crop(self, y: int, x: int, h: int, w: int) -> np.ndarray:
+        """The ``h``×``w`` window at row ``y``, column ``x``, as a uint8 or float32 array (a view of
+        an array held in memory, a copy of what a file holds)."""
         if y < 0 or x < 0 or y + h > self.shape[-2] or x + w > self.shape[-1]:
             raise ValueError(f"crop {h}×{w} at ({y}, {x}) does not fit in {self.shape[-2]}×{self.shape[-1]}")
         value = self.value
         if isinstance(value, torch.Tensor):
-            return value[..., y : y + h, x : x + w]
+            return value.detach().cpu().numpy()[..., y : y + h, x : x + w]
         if isinstance(value, Path):
             mapped = np.load(value, mmap_mode="r")  # mapped for this read only: nothing stays resident
             try:
-                return _to_tensor(np.array(mapped[:, y : y + h, x : x + w]))
+                return np.array(mapped[:, y : y + h, x : x + w])
             finally:
                 del mapped
-        return _to_tensor(value[:, y : y + h, x : x + w])
+        return value[:, y : y + h, x : x + w]
 
     def whole(self) -> torch.Tensor:
         value = self.value
         if isinstance(value, torch.Tensor):
             return value
         if isinstance(value, Path):
-            return _to_tensor(np.load(value))
-        return _to_tensor(value)
+            return to_float(np.load(value))
+        return to_float(value)
 
 
 class PairStore(Sequence[ImagePair]):
@@ -177,10 +184,11 @@ class PairStore(Sequence[ImagePair]):
     def has_target(self, index: int) -> bool:
         return self._targets[index] is not None
 
-    def input_crop(self, index: int, y: int, x: int, h: int, w: int) -> torch.Tensor:
+    def input_crop(self, index: int, y: int, x: int, h: int, w: int) -> np.ndarray:
+        """A window of input ``index`` as stored (uint8 or float32; :func:`to_float` converts)."""
         return self._inputs[index].crop(y, x, h, w)
 
-    def target_crop(self, index: int, y: int, x: int, h: int, w: int) -> torch.Tensor:
+    def target_crop(self, index: int, y: int, x: int, h: int, w: int) -> np.ndarray:
         target = self._targets[index]
         if target is None:
             raise ValueError(f"image {self.names[index]!r} has no target")
