@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pickle
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -50,7 +51,33 @@ def _is_torchscript(path: Path) -> bool:
         return any(n.split("/", 1)[-1].startswith("code/") for n in zf.namelist())
 
 
-def read_state_dict(path: Path, *, where: str) -> StateDict:
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint file's canonical state dict and what its top level held (for error messages)."""
+
+    state: StateDict
+    #: e.g. ``a dict with top-level keys params, optimizer``; empty where the file is the state dict itself
+    found: str
+
+
+def _short(names: list[str], limit: int = 4) -> str:
+    shown = ", ".join(names[:limit])
+    return f"{shown}, ... ({len(names)} in all)" if len(names) > limit else shown
+
+
+def describe_object(obj: object) -> str:
+    """What a loaded checkpoint object is, in a few words: its type, top-level keys or shape."""
+    if isinstance(obj, torch.Tensor):
+        return f"a single tensor of shape {tuple(obj.shape)}"
+    if isinstance(obj, dict):
+        return f"a dict with top-level keys {_short([str(k) for k in obj])}" if obj else "an empty dict"
+    if isinstance(obj, (list, tuple)):
+        kinds = sorted({type(v).__name__ for v in obj})
+        return f"a {type(obj).__name__} of {len(obj)} items ({', '.join(kinds) or 'empty'})"
+    return f"a {type(obj).__name__}"
+
+
+def read_checkpoint(path: Path, *, where: str) -> Checkpoint:
     """The canonical state dict of a checkpoint file; never unpickles anything but tensors."""
     at = f"{where}: " if where else ""
     ext = path.suffix.lower()
@@ -94,26 +121,57 @@ def read_state_dict(path: Path, *, where: str) -> StateDict:
                 ) from None
     except OSError as exc:
         raise KdcoreError(f"{at}cannot read {path}: {exc.strerror or exc}") from None
+    found = describe_object(state)
     if not isinstance(state, dict):
-        raise CheckpointError(f"{at}{path} holds a {type(state).__name__}, not a state dict of tensors")
+        raise CheckpointError(
+            f"{at}{path} holds {found}, not a state dict (a dict of tensor names to tensors); "
+            "save the network's weights with torch.save(model.state_dict(), ...)"
+        )
     try:
-        return canonicalize_state_dict(state)
+        canonical = canonicalize_state_dict(state)
     except Exception as exc:  # noqa: BLE001 - any failure here means the file is not a model's state dict
-        raise CheckpointError(f"{at}{path} is not a model state dict ({exc})") from None
+        raise CheckpointError(f"{at}{path} is not a model state dict ({exc}); it holds {found}") from None
+    # the top level is worth naming only where the state dict was found inside it
+    return Checkpoint(canonical, "" if canonical.keys() == state.keys() else found)
 
 
-def detect(state: StateDict, path: Path, *, where: str) -> ModelDescriptor:
-    """The spandrel descriptor of a state dict (architecture, scale, channels, size requirements)."""
+def read_state_dict(path: Path, *, where: str) -> StateDict:
+    """The canonical state dict of a checkpoint file; never unpickles anything but tensors."""
+    return read_checkpoint(path, where=where).state
+
+
+def undetected_message(state: StateDict, path: Path, found: str | None, *, where: str) -> str:
+    """The error for a state dict no architecture detects: what was found and the closest match."""
+    from kdcore_spandrel.matching import closest_line
+
+    at = f"{where}: " if where else ""
+    tensors = [k for k, v in state.items() if isinstance(v, torch.Tensor)]
+    holds = f"it holds {found}; " if found else ""
+    return "\n".join(
+        [
+            f"{at}{path}: no architecture known to spandrel {_spandrel_version()} (or EDSR) matches its weights",
+            f"  found: {holds}{len(tensors)} tensor{'s' if len(tensors) != 1 else ''}, e.g. {', '.join(tensors[:4])}",
+            *closest_line(state),
+        ]
+    )
+
+
+def detect(state: StateDict, path: Path, *, where: str, found: str | None = None) -> ModelDescriptor:
+    """The spandrel descriptor of a state dict (architecture, scale, channels, size requirements).
+
+    ``found`` says what the file's top level held (from :func:`read_checkpoint`), for the error
+    raised when no architecture matches.
+    """
     at = f"{where}: " if where else ""
     if not any(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{at}{path} holds no tensors")
+        holds = found or describe_object(state)
+        raise CheckpointError(
+            f"{at}{path} holds no tensors ({holds}); give a file with the network's state dict"
+        )
     try:
         return REGISTRY.load(state)
     except UnsupportedModelError:
-        raise CheckpointError(
-            f"{at}{path}: no architecture known to spandrel {_spandrel_version()} (or EDSR) matches its "
-            f"weights (first keys: {', '.join(list(state)[:4])})"
-        ) from None
+        raise CheckpointError(undetected_message(state, path, found, where=where)) from None
     except Exception as exc:  # noqa: BLE001 - a detected architecture whose weights do not fit
         raise CheckpointError(
             f"{at}{path}: its weights look like a known architecture but do not load "
@@ -158,5 +216,6 @@ def check_fits(descriptor: ModelDescriptor, task: Task, path: Path, *, where: st
 
 def load_descriptor(path: Path, task: Task, *, where: str) -> ImageModelDescriptor:
     """Reads, detects and checks a checkpoint for ``task``."""
-    descriptor = detect(read_state_dict(path, where=where), path, where=where)
+    checkpoint = read_checkpoint(path, where=where)
+    descriptor = detect(checkpoint.state, path, where=where, found=checkpoint.found)
     return check_fits(descriptor, task, path, where=where)
