@@ -49,11 +49,12 @@ def make_images(folder: Path, count: int, size: tuple[int, int]) -> Path:
     return folder
 
 
-def train_once(folder: Path, cache: Path, out: Path, steps: int, batch: int) -> dict:
+def train_once(folder: Path, cache: Path, out: Path, steps: int, batch: int, mode: str = "auto") -> dict:
     """One training run in a fresh process; its summary plus the process's peak RSS."""
     spec = {
         "task": {"kind": "sr", "scale": 4},
-        "data": {"train": str(folder), "val": "builtin:set5", "patch_size": 128, "batch_size": batch},
+        "data": {"train": str(folder), "val": "builtin:set5", "patch_size": 128, "batch_size": batch,
+                 "cache": mode},
         "student": {"name": "compact", "params": {"num_feat": 32, "num_conv": 8}},
         "losses": [{"name": "l1"}],
         "train": {"steps": steps, "lr": 0.0005, "checkpoint_every": 0, "log_every": 5},
@@ -102,21 +103,23 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, to check the script runs")
+    parser.add_argument("--cache", choices=["auto", "memory", "disk"], default="auto", help="data.cache of every run")
+    parser.add_argument("--work", type=Path, default=None, help="folder for the images (kept; default: a new temporary one)")
     parser.add_argument("--out", type=Path, default=common.HERE / "results" / "data_scale.json")
     args = parser.parse_args()
     if args.smoke:
         args.images, args.size, args.steps, args.batch = [2, 4], [256, 384], 2, 4
-    work = Path(tempfile.mkdtemp(prefix="kdcore-data-scale-"))
+    work = args.work or Path(tempfile.mkdtemp(prefix="kdcore-data-scale-"))
     results: dict = {"machine": common.machine_info(2), "size": args.size, "steps": args.steps,
-                     "batch": args.batch, "runs": []}
+                     "batch": args.batch, "cache": args.cache, "runs": []}
     for count in args.images:
         common.log(f"{count} images of {args.size[1]}×{args.size[0]}")
         t0 = time.perf_counter()
         folder = make_images(work / f"images-{count}", count, tuple(args.size))
         made = time.perf_counter() - t0
         cache = work / f"cache-{count}"
-        cold = train_once(folder, cache, work / "runs" / f"cold-{count}", args.steps, args.batch)
-        warm = train_once(folder, cache, work / "runs" / f"warm-{count}", args.steps, args.batch)
+        cold = train_once(folder, cache, work / "runs" / f"cold-{count}", args.steps, args.batch, args.cache)
+        warm = train_once(folder, cache, work / "runs" / f"warm-{count}", args.steps, args.batch, args.cache)
         entry = {"cold": row(cold, count), "warm": row(warm, count), "png_write_s": made,
                  "prepare_s": cold["wall_s"] - warm["wall_s"]}
         results["runs"].append(entry)
@@ -134,6 +137,7 @@ def main() -> None:
                             "met": large["data_wait_share"] <= TARGET_WAIT},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    results["loadavg_end"] = common.loadavg()
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     common.log(f"wrote {args.out}: {json.dumps(results['targets'])}")
 
