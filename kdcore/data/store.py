@@ -54,7 +54,6 @@ def to_float(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(array, dtype=np.float32, order="C"))
 
 
-
 def content_key(image: torch.Tensor | np.ndarray) -> str:
     """A digest of an image's shape and values (what the teacher cache keys outputs by)."""
     array = image.detach().cpu().contiguous().numpy() if isinstance(image, torch.Tensor) else image
