@@ -140,7 +140,8 @@ def _latency_runs(summary: dict) -> str:
 def format_seeds_table(result: dict) -> str:
     """The aggregate over seeds: mean ± std and min–max of every model's PSNR (per validation set),
     and the KD gain."""
-    sets = result.get("val_sets") if len(result.get("val_sets") or {}) > 1 else {"": result}
+    named: dict = result.get("val_sets") or {}
+    sets = named if len(named) > 1 else {"": result}
     lines = [f"{len(result['seeds'])} seeds: {', '.join(map(str, result['seeds']))}"]
     for name, one in sets.items():
         rows: list[tuple[str, ...]] = [(name, "PSNR dB mean ± std", "min – max", "SSIM mean", "params")]
