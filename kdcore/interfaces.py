@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -15,6 +16,11 @@ from typing import ClassVar, Literal
 import pydantic
 import torch
 from pydantic import ConfigDict
+
+#: True while kdcore exports a graph that a precision converter (fp16, int8) rewrites: students
+#: with an export graph of their own built on ONNX Loop subgraphs (HDRNet's tiled slice), which
+#: the converters do not handle, export their plain operator path instead.
+plain_export_graph: ContextVar[bool] = ContextVar("plain_export_graph", default=False)
 
 
 class Task(pydantic.BaseModel):

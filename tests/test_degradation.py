@@ -15,7 +15,7 @@ from PIL import Image
 
 import kdcore
 from kdcore.data import load_pairs, quantize
-from kdcore.data.builtin import test_set_names
+from kdcore.data.builtin import test_set_names as set_names_of
 from kdcore.data.images import downscale, imresize, upscale_bicubic
 from kdcore.errors import DataError, SpecError
 from kdcore.interfaces import Task
@@ -101,7 +101,7 @@ def test_builtin_test_sets_reproduce_the_published_bicubic_rows(name):
         if name == "set5":
             assert abs(got["ssim"] - ssim) <= 0.002, (name, scale, got)
     assert len(pairs) == {"set5": 5, "set14": 14}[name]
-    assert [p.name for p in pairs] == test_set_names()[name]
+    assert [p.name for p in pairs] == set_names_of()[name]
 
 
 def test_torch_bicubic_is_the_older_convention_on_set5():

@@ -48,7 +48,7 @@ from kdcore._version import __version__
 from kdcore.data import ImagePair
 from kdcore.errors import SpecError
 from kdcore.files import atomic_write
-from kdcore.interfaces import Task
+from kdcore.interfaces import Task, plain_export_graph
 from kdcore.onnx import precision
 from kdcore.onnx._graph import (
     DEFAULT_OPSET,
@@ -278,7 +278,11 @@ def export_student(
     with tempfile.TemporaryDirectory(prefix="kdcore-export-") as work:
         fp32 = Path(work) / "fp32.onnx"
         try:
-            notes = write_graph(student, fp32, opset, exporter)
+            token = plain_export_graph.set(bool(lower))
+            try:
+                notes = write_graph(student, fp32, opset, exporter)
+            finally:
+                plain_export_graph.reset(token)
         except Exception as exc:  # noqa: BLE001 - turned into one line naming the module
             where = _failing_module(student, opset)
             at = (

@@ -335,7 +335,8 @@ class HDRNet(kdcore.Student):
         """Whether the tiled export path (:mod:`kdcore_hdrnet.tiled`) computes what :meth:`forward`
         would: HDRNet's own slice and one of its guides, without hooks on the guide."""
         return (
-            type(self).slice_coefficients is HDRNet.slice_coefficients
+            not kdcore.interfaces.plain_export_graph.get()
+            and type(self).slice_coefficients is HDRNet.slice_coefficients
             and type(self.guide) in (CurveGuide, ConvGuide)
             and not self.guide.training
             and not self.guide._forward_hooks
